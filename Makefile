@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Both create .venv in the repo root and install pinned versions from constraints.txt.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+.PHONY: run test install system-deps bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests use: Fashion-MNIST images and Chromium for the browser test.
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+run: $(STAMP)
+	$(PY) -m tl_core.sample_data
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
+
+bench: $(STAMP) system-deps
+	$(PY) bench/run_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,245 @@
+"""``python -m tl_core`` / ``tl``: the headless contract of DESIGN.md.
+
+Progress goes to stdout as readable lines; the last stdout line of ``train``, ``evaluate`` and
+``check`` is one JSON object, so scripts can ``tail -n 1 | jq``. Errors go to stderr in plain
+language with a non-zero exit code, never as a bare traceback (``--debug`` shows one).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from .errors import TransferLabError
+
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+EXIT_BUG = 3
+
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(obj, default=str), flush=True)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- train --------------------------------------------------------------------------------------
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
+    from .engine import Callback, train_run
+    from .engine import PREPARE_LABELS
+
+    kind = args.freeze.split(":")[0]
+    weights = args.weights
+    if kind == "scratch" and weights == "auto":
+        weights = "none"
+    train_kwargs = {k: v for k, v in {
+        "epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
+        "device": args.device, "augment": args.augment, "feature_cache": not args.no_feature_cache,
+        "early_stopping_patience": args.patience, "num_threads": args.threads}.items() if v is not None}
+    if args.patience == 0:
+        train_kwargs["early_stopping_patience"] = None
+    config = RunConfig(data=DataConfig(root=args.data_dir, val_fraction=args.val_fraction, split_seed=args.seed or 0),
+                       model=ModelConfig(name=args.model, weights=weights, image_size=args.image_size),
+                       freeze=FreezeConfig(preset=args.freeze), train=TrainConfig(**train_kwargs))
+
+    class Printer(Callback):
+        last_stage = None
+
+        def on_fit_start(self, info):
+            _say(f"Training {info['model']} on {info['train_images']} images ({len(info['classes'])} classes), "
+                 f"validating on {info['val_images']}; {info['trainable_params']:,} of {info['total_params']:,} "
+                 f"parameters trainable; device {info['device']['name']}; mode {info['mode']}.")
+
+        def on_prepare(self, stage, done, total):
+            if not args.quiet and (done == total or stage != self.last_stage):
+                _say(f"{PREPARE_LABELS.get(stage, stage)}: {done}/{total}")
+            self.last_stage = stage
+
+        def on_epoch_end(self, epoch, logs):
+            _say(f"epoch {epoch}/{config.train.epochs}  train loss {logs['train_loss']:.4f} "
+                 f"acc {logs['train_accuracy']:.3f}  val loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.3f}  "
+                 f"{logs['images_per_sec']:.0f} img/s  {logs['epoch_seconds']:.1f}s")
+
+        def on_warning(self, kind, message):
+            _say(f"warning ({kind}): {message}")
+
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):  # first Ctrl-C stops cleanly and keeps the best weights
+        _say("Stopping after this batch (press Ctrl-C again to abort)...")
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
+    result = train_run(config, runs_dir=args.runs_dir, callbacks=[Printer()], stop_event=stop)
+    if result.status == "failed":
+        print(f"Error: {result.message}", file=sys.stderr)
+    out = {k: v for k, v in result.to_json().items() if k != "history"}
+    _print_json(out)
+    return EXIT_FAILED if result.status == "failed" else 0
+
+
+# -- evaluate / check / predict / export --------------------------------------------------------
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    report = evaluate_run(args.run_dir, args.data_dir)
+    out = report.to_json()
+    _say(f"accuracy {out['accuracy']:.4f}  balanced accuracy {out.get('balanced_accuracy', float('nan')):.4f}  "
+         f"on {out.get('n', '?')} images")
+    for label, m in out["per_class"].items():
+        _say(f"  {label:20s} precision {m['precision']:.3f}  recall {m['recall']:.3f}  f1 {m['f1']:.3f}  "
+             f"n={m['support']}")
+    _print_json(out)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .data.checks import check_dataset
+
+    report = check_dataset(args.data_dir)
+    out = report.to_json()
+    _say(f"{out['images']} readable images in {len(out['classes'])} classes: "
+         + ", ".join(f"{c} ({n})" for c, n in out.get("counts", {}).items()))
+    for p in out["problems"]:
+        fix = f"  Fix: {p['fix']}" if p.get("fix") else ""
+        _say(f"[{p.get('severity', 'warning')}] {p['kind']}: {p['path']}: {p['message']}{fix}")
+    if not out["problems"]:
+        _say("No problems found.")
+    _print_json(out)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .data.images import load_image
+    from .errors import ImageLoadError
+    from .inference import load_run_model
+
+    loaded = load_run_model(args.run_dir)
+    status = 0
+    for path in args.images:
+        try:
+            image = load_image(path)
+        except (ImageLoadError, OSError) as err:
+            reason = getattr(err, "reason", None) or str(err)
+            print(f"Error: {path}: {reason}", file=sys.stderr)
+            _print_json({"image": path, "error": reason})
+            status = EXIT_FAILED
+            continue
+        top = loaded.top_k(image, k=args.top_k)
+        _print_json({"image": path, "label": top[0]["label"], "probability": top[0]["probability"], "top": top})
+    return status
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    path = export_run(args.run_dir, args.format, args.out)
+    _say(f"Exported {args.format} to {path}")
+    _print_json({"format": args.format, "path": str(path)})
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import list_runs
+
+    runs = list_runs(args.runs_dir)
+    for r in runs:
+        acc = r.get("best_val_accuracy")
+        _say(f"{r['run_id']}  {r['state']:9s}  {r.get('model', '?')}  {r.get('preset', '?')}  "
+             f"{'' if acc is None else f'val acc {acc:.3f}'}")
+    _print_json({"runs": runs})
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tl", description="Transfer Lab: teach a pretrained image model your own "
+                                                       "categories, from the command line.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on a folder with one subfolder per class")
+    t.add_argument("data_dir")
+    t.add_argument("--model", default="tf_efficientnet_lite0", help="timm model name from the catalogue")
+    t.add_argument("--weights", default="auto", help="auto | offline | none | PATH to a weights file")
+    t.add_argument("--freeze", default="head", help="head | last:N | none | scratch")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--runs-dir", default=None, help="where run folders go (default: ./runs or $TL_RUNS_DIR)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default depends on --freeze)")
+    t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--image-size", type=int, default=None)
+    t.add_argument("--augment", choices=["none", "light", "strong"], default=None)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (0 = off)")
+    t.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    t.add_argument("--no-feature-cache", action="store_true", help="recompute frozen layers every epoch")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="measure a trained run on a labelled folder")
+    e.add_argument("run_dir")
+    e.add_argument("data_dir", nargs="?", default=None,
+                   help="folder with one subfolder per class (default: the run's validation images)")
+    e.set_defaults(func=_cmd_evaluate)
+
+    c = sub.add_parser("check", help="report every problem in a data folder")
+    c.add_argument("data_dir")
+    c.set_defaults(func=_cmd_check)
+
+    pr = sub.add_parser("predict", help="classify images with a trained run or exported bundle")
+    pr.add_argument("run_dir")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.set_defaults(func=_cmd_predict)
+
+    x = sub.add_parser("export", help="export a trained run")
+    x.add_argument("run_dir")
+    x.add_argument("--format", default="safetensors", choices=["safetensors", "bundle", "onnx", "torchscript"])
+    x.add_argument("--out", required=True)
+    x.set_defaults(func=_cmd_export)
+
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--runs-dir", default=None)
+    r.set_defaults(func=_cmd_runs)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TransferLabError as err:
+        if args.debug:
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug: say so plainly, keep the traceback behind --debug
+        if args.debug or os.environ.get("TL_DEBUG"):
+            raise
+        print(f"Unexpected error ({type(err).__name__}: {err}). Run again with --debug for details.",
+              file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""Background training jobs owned by the process (the Streamlit server, or a test).
+
+Training never runs inside a Streamlit script run: a script run is restarted on every click and
+killed with its tab. A job is a plain thread owned by this module (imported once per process,
+so it survives reruns, refreshes and second tabs); it writes every event to the run folder, which
+pages poll. One job trains at a time: on a laptop two would each run at half speed.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import RunConfig
+from .engine import Callback, FitResult, fit
+from .errors import TransferLabError
+from .runs import RunFolder
+
+
+class _QueueCallback(Callback):
+    """Also publishes events to an in-memory queue, for in-process listeners."""
+
+    def __init__(self, q: "queue.Queue[dict]"):
+        self.q = q
+
+    def _put(self, event: dict) -> None:
+        try:
+            self.q.put_nowait(event)
+        except queue.Full:  # nobody is listening: the run folder has everything anyway
+            pass
+
+    def on_fit_start(self, info): self._put({"event": "on_fit_start", "info": info})
+    def on_epoch_end(self, epoch, logs): self._put({"event": "on_epoch_end", "epoch": epoch, "logs": logs})
+    def on_warning(self, kind, message): self._put({"event": "on_warning", "kind": kind, "message": message})
+    def on_fit_end(self, logs): self._put({"event": "on_fit_end", "logs": logs})
+
+
+@dataclass
+class Job:
+    run: RunFolder
+    thread: threading.Thread
+    stop_event: threading.Event
+    events: "queue.Queue[dict]"
+    started_at: float = field(default_factory=time.time)
+    result: FitResult | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    @property
+    def run_dir(self) -> str:
+        return str(self.run.path)
+
+
+class JobRegistry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+
+    def active(self) -> Job | None:
+        with self._lock:
+            return next((j for j in self._jobs.values() if j.alive), None)
+
+    def get(self, run_dir: str | Path) -> Job | None:
+        with self._lock:
+            return self._jobs.get(str(Path(run_dir)))
+
+    def start(self, config: RunConfig, runs_dir: str | Path | None = None,
+              callbacks: list[Callback] | None = None) -> Job:
+        with self._lock:
+            busy = next((j for j in self._jobs.values() if j.alive), None)
+            if busy is not None:
+                raise TransferLabError(f"A model is already training ({busy.run.run_id}). Stop it or wait for it "
+                                       "to finish before starting another.")
+            run = RunFolder.create(config, runs_dir)
+            stop = threading.Event()
+            events: "queue.Queue[dict]" = queue.Queue(maxsize=10_000)
+            job = Job(run, threading.Thread(), stop, events)
+
+            def target() -> None:
+                job.result = fit(config, run, [_QueueCallback(events), *(callbacks or [])], stop)
+
+            job.thread = threading.Thread(target=target, name=f"train-{run.run_id}", daemon=True)
+            self._jobs[str(run.path)] = job
+            job.thread.start()
+            return job
+
+    def stop(self, run_dir: str | Path) -> bool:
+        """Ask a run to stop; it stops within one batch. False when it is not running here."""
+        job = self.get(run_dir)
+        if job is None or not job.alive:
+            return False
+        job.stop_event.set()
+        return True
+
+
+REGISTRY = JobRegistry()
+
+
+def start_training(config: RunConfig, runs_dir: str | Path | None = None) -> Job:
+    return REGISTRY.start(config, runs_dir)
+
+
+def stop_training(run_dir: str | Path) -> bool:
+    return REGISTRY.stop(run_dir)
+
+
+def active_job() -> Job | None:
+    return REGISTRY.active()
+
+
+def is_running(run_dir: str | Path) -> bool:
+    job = REGISTRY.get(run_dir)
+    return bool(job and job.alive)

@@ -166,7 +166,7 @@ def save_cached_features(cache_root: Path, key: str, tensors: dict[str, torch.Te
         return None
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the features feed autograd later
 def compute_features(prefix: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                      normalize: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
                      batch_size: int = 64, amp_dtype: torch.dtype | None = None, channels_last: bool = False,

@@ -1,0 +1,31 @@
+"""Shared fixtures: every test runs offline, with caches and runs in temporary folders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TL_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Runs and feature caches never leak between tests or into the repo; converted offline
+    weights are shared across the session (converting is deterministic)."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("TL_CACHE_DIR", str(base / "tl-cache"))
+    monkeypatch.setenv("TL_RUNS_DIR", str(base / "runs-default"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def fmnist_small(tmp_path_factory) -> Path:
+    """Fashion-MNIST, 4 classes x 15 images (real images, tiny)."""
+    from tl_core.sample_data import fashion_mnist_available, write_fashion_mnist
+
+    if not fashion_mnist_available():
+        pytest.fail("dataset-fashion-mnist is not installed; `make test` installs it")
+    root = tmp_path_factory.mktemp("fmnist_small")
+    return write_fashion_mnist(root, per_class=15, classes=[0, 1, 7, 8])

@@ -1,0 +1,326 @@
+"""Check a data folder before training: can every picture be opened, are there copies, is
+one category much bigger than the others?
+
+These are the mistakes that silently ruin a beginner's first model: a picture filed under
+two categories teaches the model two answers; a copy of a training picture in the
+validation set makes the score look better than it is; a 20-to-1 imbalance gives a model
+that always says the big category. Each becomes a :class:`~tl_core.data.scan.Problem`
+with a concrete fix, so the app can show them before any time is spent training.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import imagehash
+import scipy.fftpack  # noqa: F401  (imagehash.phash imports it lazily; do it once, not in worker threads)
+import numpy as np
+from PIL import Image
+
+from ..errors import ImageLoadError
+from .images import fix_for_reason, load_image
+from .scan import DatasetScan, ImageRecord, Problem, scan_folder
+
+__all__ = [
+    "CheckReport",
+    "check_dataset",
+    "IMBALANCE_WARN_RATIO",
+    "SEVERE_IMBALANCE_RATIO",
+    "NEAR_DUPLICATE_DISTANCE",
+]
+
+IMBALANCE_WARN_RATIO = 3.0
+SEVERE_IMBALANCE_RATIO = 10.0
+#: Largest perceptual-hash (phash, 64 bit) Hamming distance still called a near copy.
+#: 4 catches re-saved JPEGs and resized copies while different photos sit around 32.
+NEAR_DUPLICATE_DISTANCE = 4
+# phash ignores colour, so two flat pictures of different colours hash alike (think of a
+# "red vs blue" toy data set). A near copy must also match an 8x8 colour thumbnail within
+# this mean absolute difference (0-255 scale).
+_COLOR_TOLERANCE = 12.0
+# Pictures are decoded at this size for checking: every byte is still decoded (so broken
+# files are found), but JPEGs decode at reduced scale and hashing is cheap.
+_CHECK_MAX_SIDE = 256
+_MAX_LISTED = 5
+
+
+@dataclass
+class _Fingerprint:
+    sha1: str
+    phash: int
+    color: np.ndarray  # 8x8x3 float32 thumbnail
+
+
+@dataclass
+class CheckReport:
+    """Result of :func:`check_dataset`.
+
+    ``readable`` are the scan's records that decoded; ``duplicate_groups`` hold indices into
+    ``readable`` (each group: exact or near copies of one picture); ``counts`` are readable
+    pictures per class; ``imbalance_ratio`` is largest over smallest class (1.0 when fewer
+    than two classes have pictures).
+    """
+
+    scan: DatasetScan
+    readable: list[ImageRecord]
+    problems: list[Problem]
+    duplicate_groups: list[list[int]]
+    counts: dict[str, int]
+    imbalance_ratio: float
+    # Per readable image, for comparing against another folder (a separate test set).
+    fingerprints: list[_Fingerprint] = field(default_factory=list, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary for the app and the CLI."""
+        return {
+            "images": len(self.readable),
+            "classes": list(self.scan.classes),
+            "counts": dict(self.counts),
+            "problems": [p.to_dict() for p in self.problems],
+            "imbalance_ratio": float(self.imbalance_ratio),
+            "duplicate_groups": len(self.duplicate_groups),
+        }
+
+
+def check_dataset(
+    root: str | Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    near_duplicates: bool = True,
+) -> CheckReport:
+    """Scan ``root``, open every picture and report unreadable files, copies and imbalance.
+
+    ``progress(done, total)`` is called from the calling thread as pictures are checked.
+    Raises :class:`~tl_core.errors.DataError` only for what :func:`scan_folder` refuses.
+    """
+    return check_scan(scan_folder(root), progress=progress, near_duplicates=near_duplicates)
+
+
+def check_scan(
+    scan: DatasetScan,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    near_duplicates: bool = True,
+) -> CheckReport:
+    """:func:`check_dataset` for a scan already made (e.g. of a separate test folder)."""
+    records = scan.records
+    total = len(records)
+    if progress is not None:
+        progress(0, total)
+    results: list[_Fingerprint | ImageLoadError] = []
+    workers = max(1, min(4, os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tl-check")
+    try:
+        # Decoding releases the GIL, so threads give a real speed-up on big folders.
+        for done, result in enumerate(pool.map(_fingerprint, records), start=1):
+            results.append(result)
+            if progress is not None:
+                progress(done, total)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    problems = list(scan.problems)
+    readable: list[ImageRecord] = []
+    prints: list[_Fingerprint] = []
+    unreadable_per_class: dict[str, int] = defaultdict(int)
+    for record, result in zip(records, results):
+        if isinstance(result, ImageLoadError):
+            unreadable_per_class[record.label] += 1
+            problems.append(Problem(
+                "unreadable", record.path, f"Cannot open '{record.rel_path}': {result.reason}.",
+                fix_for_reason(result.reason), "warning"))
+        else:
+            readable.append(record)
+            prints.append(result)
+
+    groups = _duplicate_groups(prints, near_duplicates)
+    problems.extend(_duplicate_problems(scan, readable, prints, groups))
+
+    counts = {c: 0 for c in scan.classes}
+    for r in readable:
+        counts[r.label] += 1
+    for c in scan.classes:
+        if counts[c] == 0:
+            problems.append(Problem(
+                "no_readable_images", str(Path(scan.root) / _first_folder(scan, c)),
+                f"None of the {unreadable_per_class[c]} pictures in '{c}' could be opened, so the model cannot learn this category.",
+                f"See the messages about the files in '{c}' above: replace them with JPEG or PNG pictures that open in an image viewer.",
+                "error"))
+    ratio, imbalance = _imbalance(counts, scan.root)
+    problems.extend(imbalance)
+    return CheckReport(scan=scan, readable=readable, problems=problems, duplicate_groups=groups,
+                       counts=counts, imbalance_ratio=ratio, fingerprints=prints)
+
+
+def _first_folder(scan: DatasetScan, label: str) -> str:
+    for r in scan.records:
+        if r.label == label:
+            parts = r.rel_path.split("/")
+            return "/".join(parts[:2]) if r.split else parts[0]
+    return label
+
+
+def _fingerprint(record: ImageRecord) -> _Fingerprint | ImageLoadError:
+    """Content hash, perceptual hash and colour thumbnail of one picture (or why it failed)."""
+    try:
+        sha1 = hashlib.sha1()
+        try:
+            with open(record.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    sha1.update(chunk)
+        except OSError as err:
+            return ImageLoadError(record.path, f"cannot read the file ({err.strerror or err})")
+        img = load_image(record.path, max_side=_CHECK_MAX_SIDE)
+        return _Fingerprint(sha1.hexdigest(), _phash(img), _color_thumb(img))
+    except ImageLoadError as err:
+        return err
+    except Exception:  # never let one odd file stop the check of thousands
+        return ImageLoadError(record.path, "file is truncated or corrupt")
+
+
+def _phash(img: Image.Image) -> int:
+    """64-bit perceptual hash (same algorithm as ``imagehash.phash``)."""
+    bits = np.asarray(imagehash.phash(img).hash, dtype=bool).flatten()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def _color_thumb(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _popcount64(x: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    bytes_ = x.view(np.uint8).reshape(*x.shape, 8)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+    return table[bytes_].sum(axis=-1)
+
+
+def near_pairs(hashes: np.ndarray, max_distance: int, others: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Index pairs whose 64-bit hashes differ in at most ``max_distance`` bits.
+
+    Within ``hashes`` (i < j) or, with ``others``, between ``hashes[i]`` and ``others[j]``.
+    Compares all pairs in blocks with numpy: 20,000 pictures take about a second.
+    """
+    pairs: list[tuple[int, int]] = []
+    h = np.asarray(hashes, dtype=np.uint64)
+    o = h if others is None else np.asarray(others, dtype=np.uint64)
+    if h.size == 0 or o.size == 0:
+        return pairs
+    block = max(1, 4_000_000 // max(o.size, 1))
+    for start in range(0, h.size, block):
+        chunk = h[start:start + block]
+        dist = _popcount64(chunk[:, None] ^ o[None, :])
+        ii, jj = np.nonzero(dist <= max_distance)
+        for i, j in zip((ii + start).tolist(), jj.tolist()):
+            if others is not None or i < j:
+                pairs.append((i, j))
+    return pairs
+
+
+def _same_picture(a: _Fingerprint, b: _Fingerprint) -> bool:
+    return a.sha1 == b.sha1 or float(np.abs(a.color - b.color).mean()) <= _COLOR_TOLERANCE
+
+
+def _duplicate_groups(prints: list[_Fingerprint], near: bool) -> list[list[int]]:
+    uf = _UnionFind(len(prints))
+    first_with: dict[str, int] = {}
+    for i, fp in enumerate(prints):
+        if fp.sha1 in first_with:
+            uf.union(first_with[fp.sha1], i)
+        else:
+            first_with[fp.sha1] = i
+    if near and len(prints) > 1:
+        hashes = np.array([fp.phash for fp in prints], dtype=np.uint64)
+        for i, j in near_pairs(hashes, NEAR_DUPLICATE_DISTANCE):
+            if _same_picture(prints[i], prints[j]):
+                uf.union(i, j)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(prints)):
+        members[uf.find(i)].append(i)
+    return sorted((m for m in members.values() if len(m) > 1), key=lambda m: m[0])
+
+
+def _listing(records: list[ImageRecord]) -> str:
+    names = [f"'{r.rel_path}'" for r in records[:_MAX_LISTED]]
+    if len(records) > _MAX_LISTED:
+        names.append(f"and {len(records) - _MAX_LISTED} more")
+    return ", ".join(names)
+
+
+def _and_join(items: list[str]) -> str:
+    quoted = [f"'{x}'" for x in items]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _duplicate_problems(scan: DatasetScan, readable: list[ImageRecord], prints: list[_Fingerprint],
+                        groups: list[list[int]]) -> list[Problem]:
+    out: list[Problem] = []
+    order = {c: i for i, c in enumerate(scan.classes)}
+    for group in groups:
+        recs = [readable[i] for i in group]
+        labels = sorted({r.label for r in recs}, key=lambda c: order.get(c, 0))
+        exact = len({prints[i].sha1 for i in group}) == 1
+        how = "exact copies" if exact else "near-identical copies (re-saved or resized)"
+        if len(labels) > 1:
+            out.append(Problem(
+                "label_conflict", recs[0].path,
+                f"The same picture is in both {_and_join(labels)}: {_listing(recs)} ({how}). "
+                "The model is taught two different answers for it.",
+                "Decide which category it really belongs to and delete the other copies.", "error"))
+        else:
+            out.append(Problem(
+                "duplicate", recs[0].path,
+                f"{len(recs)} {how} of the same picture in '{labels[0]}': {_listing(recs)}.",
+                "Harmless: copies are always kept together on the same side of the training/validation split. "
+                "Delete the extra copies if you like.", "info"))
+        splits = sorted({r.split for r in recs if r.split})
+        if len(splits) > 1:
+            out.append(Problem(
+                "leakage", recs[0].path,
+                f"The same picture is in {_and_join([s + '/' for s in splits])}: {_listing(recs)}. "
+                "The model is then checked on a picture it has already seen, so its score looks better than it really is.",
+                "Delete the copies from val/ (or test/), or put all pictures in one folder per category and let "
+                "Transfer Lab make the split (it keeps copies together).", "warning"))
+    return out
+
+
+def _imbalance(counts: dict[str, int], root: str) -> tuple[float, list[Problem]]:
+    present = {c: n for c, n in counts.items() if n > 0}
+    if len(present) < 2:
+        return 1.0, []
+    big = max(present, key=lambda c: present[c])
+    small = min(present, key=lambda c: present[c])
+    ratio = present[big] / present[small]
+    if ratio <= IMBALANCE_WARN_RATIO:
+        return ratio, []
+    target = present[big] / IMBALANCE_WARN_RATIO
+    lacking = [c for c, n in present.items() if n < target]
+    message = (f"The categories are unbalanced: '{big}' has {present[big]} pictures but '{small}' only "
+               f"{present[small]} ({ratio:.1f} times fewer).")
+    if ratio > SEVERE_IMBALANCE_RATIO:
+        message += f" This is a strong imbalance: the model may learn to answer '{big}' most of the time."
+    fix = (f"Collect more pictures of {_and_join(lacking)} (ideally about {present[big]} each), or keep the "
+           "'balance' setting on so training gives every category the same weight.")
+    return ratio, [Problem("imbalance", root, message, fix, "warning")]

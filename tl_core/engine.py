@@ -154,6 +154,18 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int) -> Callable[[i
     return fn
 
 
+def reset_classifier_init(model: nn.Module) -> None:
+    """Start the new classifier near zero. Some timm families initialise it with a range of
+    1/sqrt(num_classes), which for 4 classes gives logits of +-5 on pretrained features: the head
+    then spends its first dozens of steps unlearning noise, which small data sets cannot afford."""
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    for m in classifier.modules() if isinstance(classifier, nn.Module) else ():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
     w = counts.sum() / (num_classes * counts)
@@ -219,6 +231,7 @@ class Trainer:
         kind = cfg.freeze.kind
         weights = "none" if kind == "scratch" else cfg.model.weights
         self.model, self.weights_source = create_model(cfg.model.name, len(classes), weights)
+        reset_classifier_init(self.model)
         self.plan: FreezePlan = make_freeze_plan(self.model, cfg.freeze)
         apply_freeze_plan(self.model, self.plan)
         self.model.to(device)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..paths import cache_dir
 from ..errors import WeightsError
 
 # timm name -> pip package that bundles its ImageNet weights.
@@ -41,12 +42,6 @@ _IR_RENAMES = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "con
                "_project_conv": "conv_pwl", "_bn2": "bn3",
                "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.([A-Za-z0-9_]+)\.(.+)$")
-
-
-def cache_dir() -> Path:
-    """Transfer Lab's cache folder: ``$TL_CACHE_DIR`` or ``~/.cache/transfer-lab`` (read at call time)."""
-    env = os.environ.get("TL_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "transfer-lab"
 
 
 def _module_name(name: str) -> str:

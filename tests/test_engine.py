@@ -160,3 +160,6 @@ def test_imbalanced_data_gets_class_weights(fmnist_small, tmp_path):
     train_run(make_config(data, epochs=1), runs_dir=tmp_path, callbacks=[rec])
     info = rec.calls[0][1]
     assert info["balance"] == "weights" and info["imbalance_ratio"] >= 3
+    end = rec.calls[-1][1]
+    assert set(end["per_class_accuracy"]) == {"bag", "sneaker", "t-shirt", "trouser"}
+    assert all(0 <= v <= 1 for v in end["per_class_accuracy"].values())

@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Sequence
 
 from .errors import TransferLabError
@@ -85,6 +84,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train_run(config, runs_dir=args.runs_dir, callbacks=[Printer()], stop_event=stop)
     if result.status == "failed":
         print(f"Error: {result.message}", file=sys.stderr)
+    else:
+        _say(result.message)
+    for label, acc in (result.per_class_accuracy or {}).items():
+        _say(f"  validation accuracy {label:20s} {acc:.3f}")
     out = {k: v for k, v in result.to_json().items() if k != "history"}
     _print_json(out)
     return EXIT_FAILED if result.status == "failed" else 0

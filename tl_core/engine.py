@@ -124,6 +124,7 @@ class FitResult:
     train_seconds: float = 0.0
     epochs_done: int = 0
     mode: str | None = None           # "features" (cached frozen prefix) or "full"
+    per_class_accuracy: dict[str, float] | None = None   # validation, best epoch
     history: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -237,6 +238,9 @@ class Trainer:
         self.model.to(device)
         if self.dev.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.net = self.model
+        if tcfg.compile and device.type == "cuda":  # pays off for long GPU runs only
+            self.net = torch.compile(self.model)
         self.prep = Preprocessing.for_model(self.model, cfg.model.image_size)
         self.normalize = self.prep.normalizer(device)
 
@@ -320,7 +324,7 @@ class Trainer:
         xf = self.normalize(xf)
         if self.dev.channels_last:
             xf = xf.contiguous(memory_format=torch.channels_last)
-        return self.model(xf)
+        return self.net(xf)
 
     def _evaluate(self) -> tuple[float, float, torch.Tensor]:
         self.model.eval()
@@ -488,21 +492,41 @@ class Trainer:
                 "val_records": [{"path": r.path, "label": r.label} for r in self.data.val],
                 "preprocessing": self.prep.to_dict(), "info": info}
 
+    def _per_class_accuracy(self) -> dict[str, float] | None:
+        """Validation accuracy of each class for the best weights: an overall 90% can hide a
+        class the model never gets right, which matters most on imbalanced data."""
+        if not hasattr(self, "val_y") or len(self.val_y) == 0:
+            return None
+        _, _, pred = self._evaluate()
+        truth = self.val_y.cpu()
+        out = {}
+        for i, name in enumerate(self.classes):
+            mask = truth == i
+            if mask.any():
+                out[name] = float((pred[mask] == i).float().mean())
+        return out
+
     def _finish(self, status: str, message: str, total_seconds: float) -> FitResult:
+        per_class = None
         if self.best["state"] is not None:
             self.model.load_state_dict(self.best["state"])
+            try:
+                per_class = self._per_class_accuracy()
+            except Exception:  # reporting must never turn a finished run into a failed one
+                per_class = None
         last = self.history[-1] if self.history else {}
         result = FitResult(status=status, message=message, run_dir=str(self.run.path) if self.run else None,
                            best_epoch=self.best["epoch"],
                            best_val_accuracy=self.best["val_accuracy"] if self.best["epoch"] else None,
                            val_accuracy=last.get("val_accuracy"), train_seconds=total_seconds,
-                           epochs_done=len(self.history), mode=self.mode, history=self.history)
+                           epochs_done=len(self.history), mode=self.mode, history=self.history,
+                           per_class_accuracy=per_class)
         logs = {k: v for k, v in result.to_json().items() if k != "history"}
         self.cb.on_fit_end(logs)
         if self.run is not None:
             self.run.save_summary({"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
                                    "train_seconds": total_seconds, "epochs_done": result.epochs_done,
-                                   "status": status})
+                                   "status": status, "per_class_accuracy": per_class})
             self.run.write_status(status, message, epoch=result.epochs_done,
                                   best_val_accuracy=result.best_val_accuracy)
         return result

@@ -1,0 +1,101 @@
+"""Transfer Lab: teach a pretrained image model your own categories, on your own computer.
+
+Run with ``streamlit run app.py``. This file is the entry point: it lists the pages (in the order
+of the walk-through) and draws the Home page. Every page is thin: widgets -> a config dataclass ->
+one tl_core call -> draw.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # so the pages can import pages._shared under any launcher
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from pages._shared import PAGES, STEPS, guard, save, sidebar_choices, sidebar_training, ui  # noqa: E402
+
+
+def home() -> None:
+    from tl_core.device import describe_hardware
+    from tl_core.sample_data import sample_dir
+
+    st.title("Transfer Lab")
+    st.markdown("#### Teach a ready-made image model to recognise *your* categories, on this computer.")
+    st.markdown(
+        "**Transfer learning** starts from a model that has already learned to see, by studying over a million "
+        "photos of everyday things. "
+        "You keep what it knows about edges, textures and shapes, and only teach its last part what *your* "
+        "categories look like. "
+        "That is why a few dozen pictures per category and a few minutes on an ordinary laptop are enough."
+    )
+    st.graphviz_chart(
+        """
+        digraph {
+          rankdir=LR; bgcolor="transparent"; nodesep=0.3;
+          node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=13, color="#3b6fd8", margin="0.25,0.12"];
+          edge [color="#777777"];
+          photo [label="Your photo", fillcolor="#ffffff"];
+          body [label="Pretrained layers\n(already know edges,\ntextures, shapes)", fillcolor="#dde6f7"];
+          head [label="New classifier\n(learns your categories)", fillcolor="#ffe7b3", color="#d89a3b"];
+          answer [label="\"sneaker\", 92% sure", fillcolor="#ffffff"];
+          photo -> body [label=" kept as is ", fontsize=10, fontcolor="#3b6fd8"];
+          body -> head -> answer;
+        }
+        """
+    )
+
+    st.subheader("The steps")
+    cols = st.columns(len(STEPS))
+    for col, (key, title, sentence) in zip(cols, STEPS):
+        with col.container(border=True, height=150):
+            st.page_link(PAGES[key], label=f"**{title}**")
+            st.caption(sentence)
+
+    st.subheader("This computer")
+    with guard():
+        hw = describe_hardware()
+        if hw["kind"] == "cuda":
+            st.success(f"Graphics card found: **{hw['name']}** ({hw.get('memory_gb', '?')} GB). "
+                       "Training will be fast.", icon=":material/bolt:")
+        elif hw["kind"] == "mps":
+            st.success(f"Apple graphics found: **{hw['name']}**. Training will use it.", icon=":material/bolt:")
+        else:
+            st.info(f"No graphics card found: training runs on the **{hw['name']}**. With the recommended "
+                    "model and *train only the new classifier* that still takes only a minute or two "
+                    "for a few hundred pictures.", icon=":material/computer:")
+
+    st.subheader("Start")
+    a, b = st.columns([1, 2])
+    with a:
+        if st.button("Try it with the sample data", type="primary", key="home_sample", icon=":material/checkroom:"):
+            state = ui()
+            state.data_root, state.data_source = str(sample_dir()), "sample"
+            save()
+            st.switch_page(PAGES["data"])
+    with b:
+        st.caption("The sample has 200 small photos of clothes in 5 categories (t-shirt, trouser, sandal, "
+                   "sneaker, bag). Or go to **Data** to bring your own pictures.")
+
+
+st.set_page_config(page_title="Transfer Lab", page_icon=":material/science:", layout="wide")
+
+pages = [
+    st.Page(home, title="Home", icon=":material/home:", default=True, url_path="home"),
+    st.Page(PAGES["data"], title="Data", icon=":material/folder:"),
+    st.Page(PAGES["model"], title="Model", icon=":material/psychology:"),
+    st.Page(PAGES["layers"], title="Layers", icon=":material/layers:"),
+    st.Page(PAGES["train"], title="Train", icon=":material/fitness_center:"),
+    st.Page(PAGES["results"], title="Results", icon=":material/bar_chart:"),
+    st.Page(PAGES["try"], title="Try & export", icon=":material/photo_camera:"),
+]
+page = st.navigation(pages)
+ui()  # load the remembered choices once per session
+with st.sidebar:
+    choices = st.empty()
+    sidebar_training()
+sidebar_choices(choices)
+page.run()
+sidebar_choices(choices)  # again, with what the page just changed (skipped when a page stops early)

@@ -1,0 +1,198 @@
+"""Data: bring the pictures (folder, zip, a path on this computer or the sample), see what is in
+them and what is wrong with them, and choose how many to keep aside for checking."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages._shared import figure, guard, header, next_step, save, ui
+from tl_core.errors import DataError
+from tl_core.ui_support import (checked_dataset, examples_per_class, new_upload_dir, split_counts,
+                                upload_limit_mb, uploaded_signature)
+
+THUMBS_PER_CLASS = 6
+SEVERITY_ICON = {"error": ":material/block:", "warning": ":material/warning:", "info": ":material/info:"}
+
+header("Data", "Give the model examples to learn from: **one folder per category**, named after the "
+       "category (for example `cats/` and `dogs/`), with the pictures inside. About 20 or more pictures "
+       "per category is a good start.")
+
+state = ui()
+limit = upload_limit_mb()
+
+
+def use_folder(root: str | Path, source: str) -> None:
+    state.data_root, state.data_source = str(root), source
+    save()
+
+
+tab_folder, tab_zip, tab_path, tab_sample = st.tabs(
+    [":material/folder_open: Drag in a folder", ":material/folder_zip: Upload a .zip", ":material/computer: A folder on this computer", ":material/checkroom: Sample data"])
+
+with tab_folder:
+    st.caption(f"Drag a folder here, or click *Browse* and choose it. Its subfolders become the categories. "
+               f"Up to {limit} MB per file; the pictures are saved in the workspace folder as they arrive.")
+    files = st.file_uploader("Folder of pictures (one subfolder per category)", accept_multiple_files="directory",
+                             key="data_upload_dir")
+    if files:
+        sig = uploaded_signature(files)
+        if st.session_state.get("data_upload_dir_sig") != sig:
+            with guard():
+                from tl_core.data.uploads import save_uploaded_files
+
+                dest = new_upload_dir("folder")
+                with st.spinner(f"Saving {len(files)} files…"):
+                    report = save_uploaded_files(((f.name, f) for f in files), dest)
+                st.session_state["data_upload_dir_sig"] = sig
+                use_folder(report.dest, "upload")
+                st.session_state["data_upload_msg"] = (len(report.saved), [p.message for p in report.skipped])
+        msg = st.session_state.get("data_upload_msg")
+        if msg:
+            saved, skipped = msg
+            st.success(f"Saved {saved} files.", icon=":material/check_circle:")
+            if skipped:
+                with st.expander(f"{len(skipped)} files were not saved"):
+                    for item in skipped[:50]:
+                        st.write(f"- {item}")
+
+with tab_zip:
+    st.caption(f"A .zip file whose folders are the categories (up to {limit} MB).")
+    zfile = st.file_uploader("Zip file", type=["zip"], key="data_upload_zip")
+    if zfile is not None:
+        sig = uploaded_signature([zfile])
+        if st.session_state.get("data_upload_zip_sig") != sig:
+            with guard():
+                from tl_core.data.uploads import extract_zip
+
+                dest = new_upload_dir("zip")
+                with st.spinner("Unpacking…"):
+                    report = extract_zip(zfile, dest)
+                st.session_state["data_upload_zip_sig"] = sig
+                use_folder(report.dest, "zip")
+                st.success(f"Unpacked {len(report.saved)} files.", icon=":material/check_circle:")
+                if report.skipped:
+                    with st.expander(f"{len(report.skipped)} files were not unpacked"):
+                        for item in list(report.skipped)[:50]:
+                            st.write(f"- {item.message}")
+
+with tab_path:
+    st.caption("Fastest for big folders: nothing is copied.")
+    typed = st.text_input("Folder path", placeholder="/home/me/Pictures/my-categories", key="data_path")
+    if st.button("Use this folder", key="data_use_path"):
+        with guard():
+            p = Path(typed.strip()).expanduser() if typed.strip() else None
+            if p is None or not p.is_dir():
+                raise DataError(f"There is no folder at '{typed}'. Check the spelling, or copy the path from "
+                                "your file manager.")
+            use_folder(p.resolve(), "path")
+
+with tab_sample:
+    st.caption("200 small photos of clothes from Fashion-MNIST, in 5 categories.")
+    if st.button("Use the sample data", key="data_use_sample", type="primary"):
+        from tl_core.sample_data import sample_dir
+
+        use_folder(sample_dir(), "sample")
+
+root = state.data_root
+if not root:
+    st.info("No pictures chosen yet. Pick one of the four ways above.", icon=":material/arrow_upward:")
+    st.stop()
+if not Path(root).is_dir():
+    st.error(f"The folder {root} is gone. Choose your pictures again.", icon=":material/warning:")
+    state.data_root = None
+    save()
+    st.stop()
+
+st.divider()
+source_words = {"sample": "the sample data", "upload": "your uploaded folder", "zip": "your zip file",
+                "path": "a folder on this computer", "run": "the folder of your last run"}
+st.subheader("What is in your data")
+st.caption(f"Using {source_words.get(state.data_source, 'this folder')}: `{root}`")
+
+report = None
+with guard():
+    bar = st.progress(0.0, text="Opening every picture to check it…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total if total else 1.0, text=f"Checking pictures: {done} of {total}")
+
+    report = checked_dataset(root, progress=progress)
+    bar.empty()
+
+if report is None:
+    st.stop()
+
+classes = list(report.scan.classes)
+counts = dict(report.counts)
+user_split = getattr(report.scan, "layout", "classes") == "train_val"
+if "data_val_pct" in st.session_state and not user_split:  # the slider below, as just moved
+    pct_now = st.session_state["data_val_pct"] / 100
+    if abs(pct_now - state.val_fraction) > 1e-9:
+        state.val_fraction = pct_now
+        save()
+split = split_counts(counts, state.val_fraction)
+c1, c2, c3 = st.columns(3)
+c1.metric("Pictures", f"{sum(counts.values()):,}")
+c2.metric("Categories", len(classes))
+serious = [p for p in report.problems if p.severity in ("error", "warning")]
+c3.metric("Problems found", len(serious))
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    if user_split:
+        fig = figure("class_counts_chart", counts)
+    else:
+        fig = figure("class_counts_chart", {c: split[c][0] for c in classes}, {c: split[c][1] for c in classes})
+    if fig is not None:
+        st.plotly_chart(fig, key="data_counts_chart")
+with right:
+    st.markdown("**Categories**")
+    st.dataframe([{"Category": c, "Pictures": counts.get(c, 0)} for c in classes], hide_index=True)
+
+st.subheader("Examples")
+examples = examples_per_class(report.readable, THUMBS_PER_CLASS)
+with guard():
+    from tl_core.data.images import load_image
+
+    for label in classes:
+        recs = examples.get(label, [])
+        st.markdown(f"**{label}** · {counts.get(label, 0)} pictures")
+        cols = st.columns(THUMBS_PER_CLASS)
+        for col, rec in zip(cols, recs):
+            try:
+                img = load_image(rec.path)
+                img.thumbnail((160, 160))
+                col.image(img, caption=Path(rec.rel_path).name, width=110)
+            except Exception as err:  # an example that fails to load must not hide the others
+                col.caption(f"(cannot show {Path(rec.path).name}: {err})")
+
+st.subheader("Problems found")
+if not report.problems:
+    st.success("No problems found: every picture opened, no copies, the categories are balanced.", icon=":material/check_circle:")
+else:
+    order = {"error": 0, "warning": 1, "info": 2}
+    for p in sorted(report.problems, key=lambda p: order.get(p.severity, 3)):
+        text = f"**{p.message}**"
+        if p.fix:
+            text += f"  \n*What to do:* {p.fix}"
+        if p.path:
+            text += f"  \n`{p.path}`"
+        {"error": st.error, "warning": st.warning}.get(p.severity, st.info)(text, icon=SEVERITY_ICON.get(p.severity))
+
+st.subheader("Keep some aside to check the model")
+if user_split:
+    st.info("Your folder already has separate training and validation folders; that split is used as it is.",
+            icon=":material/content_cut:")
+else:
+    st.caption("The model never trains on these pictures; they show how well it does on pictures it has not seen.")
+    pct = st.slider("Validation share (%)", min_value=5, max_value=50, step=5,
+                    value=int(round(state.val_fraction * 100)), key="data_val_pct")
+    if abs(pct / 100 - state.val_fraction) > 1e-9:
+        state.val_fraction = pct / 100
+        save()
+    st.dataframe([{"Category": c, "For training": split[c][0], "For checking": split[c][1]} for c in classes],
+                 hide_index=True)
+
+if len(classes) >= 2 and sum(counts.values()) > 0:
+    next_step("model", "Next: choose a model")

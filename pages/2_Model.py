@@ -1,0 +1,124 @@
+"""Model: pick the pretrained backbone, knowing its size, accuracy, speed here and whether its
+weights are on this computer already."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._shared import guard, header, next_step, save, ui
+from tl_core.ui_support import format_seconds, quick_counts
+
+header("Model", "Choose the pretrained model to start from. Bigger models are usually a bit more accurate "
+       "but slower. **If unsure, keep the recommended one.**")
+
+state = ui()
+
+with guard():
+    from tl_core import jobs
+    from tl_core.estimate import background_errors, estimate_if_known, measure_forward_in_background
+    from tl_core.zoo import RECOMMENDED_MODEL, catalogue, network_disabled, weights_status
+
+    models = catalogue()
+    chosen = state.model_name or RECOMMENDED_MODEL
+
+    counts = {}
+    if state.data_root:
+        with guard():
+            counts = quick_counts(state.data_root)
+    n_images = sum(counts.values())
+    preset = (state.freeze or {}).get("preset", "head")
+    epochs = state.train_config().epochs
+    offline = network_disabled()
+
+    busy = jobs.active_job() is not None
+    names = [m.name for m in models]
+    waiting = [] if busy or not n_images else measure_forward_in_background(names)
+    estimates = {m.name: estimate_if_known(m.name, n_images, state.val_fraction, preset) if n_images else None
+                 for m in models}
+    if not n_images:
+        st.info("Choose your pictures on the Data page to see how long each model would take here.", icon=":material/timer:")
+    elif busy and any(v is None for v in estimates.values()):
+        st.caption(":material/timer: Timing the models is paused while a model trains (it would slow the training down).")
+    else:
+        st.caption(f":material/timer: Times are measured on this computer for your {n_images} pictures with the "
+                   f"'{preset}' layer setting"
+                   f"{' (a forward pass per picture, once)' if preset == 'head' else ' (everything training: an upper bound)'}"
+                   f". The first epoch also reads the pictures once."
+                   + (f" Timing {len(waiting)} more model(s)…" if waiting else ""))
+
+    def weights_words(name: str) -> tuple[str, str]:
+        status = weights_status(name)
+        if status == "ready":
+            return ":material/check_circle: ready offline", "ready"
+        if offline:
+            return ":material/cloud_off: not on this computer (needs a one-time download)", "unavailable"
+        return ":material/download: downloads once, when training starts", "download"
+
+    def choose(name: str) -> None:
+        if state.model_name != name:
+            state.model_name = name
+            # layer groups differ between models: keep the preset, drop custom per-group choices
+            state.freeze = {**(state.freeze or {}), "frozen_groups": None}
+            save()
+
+    rec = next((m for m in models if m.name == RECOMMENDED_MODEL), models[0])
+    current = next((m for m in models if m.name == chosen), rec)
+    st.success(f"Chosen: **{current.title}**" + (" (recommended)" if current.name == RECOMMENDED_MODEL else ""),
+               icon=":material/psychology:")
+
+    def cards() -> None:
+        est_now = {m.name: estimate_if_known(m.name, n_images, state.val_fraction, preset) if n_images else None
+                   for m in models}
+        per_row = 3
+        for start in range(0, len(models), per_row):
+            cols = st.columns(per_row)
+            for col, info in zip(cols, models[start:start + per_row]):
+                with col.container(border=True):
+                    badge = " :material/star: Recommended" if info.name == RECOMMENDED_MODEL else ""
+                    st.markdown(f"**{info.title}**{badge}")
+                    st.caption(info.blurb)
+                    est = est_now.get(info.name)
+                    time_txt = format_seconds(est.total_seconds(epochs)) if est else "timing…"
+                    top1 = f"{info.top1:.0f}%" if info.top1 else "?"
+                    a, b, c = st.columns(3)
+                    a.markdown(f"**{info.params_m:.1f} M**  \n:gray[parameters]",
+                               help="Millions of numbers in the model: bigger is slower.")
+                    b.markdown(f"**{top1}**  \n:gray[on ImageNet]",
+                               help="Accuracy on ImageNet's 1000 categories: how good its pretrained features are.")
+                    c.markdown(f"**{time_txt}**  \n:gray[for {epochs} epochs]",
+                               help="Expected training time for your pictures on this computer, with the current "
+                                    "layer setting and number of epochs, measured here.")
+                    words, status = weights_words(info.name)
+                    per = (f" · {format_seconds(est.epoch_seconds)} per epoch after "
+                           f"{format_seconds(est.prepare_seconds)} of preparation") if est else ""
+                    st.caption(f"{words}{per} · {info.input_size} px · {info.license}")
+                    is_chosen = info.name == chosen
+                    if st.button(":material/check: Chosen" if is_chosen else "Choose", key=f"model_pick_{info.name}",
+                                 type="primary" if is_chosen else "secondary",
+                                 disabled=is_chosen or status == "unavailable", width="stretch"):
+                        choose(info.name)
+                        st.rerun(scope="app")
+
+        with st.expander("Compare all models in a table"):
+            rows = []
+            for info in models:
+                est = est_now.get(info.name)
+                rows.append({"Model": info.title, "timm name": info.name, "Parameters (M)": info.params_m,
+                             "ImageNet top-1 (%)": info.top1, "Input (px)": info.input_size,
+                             "Seconds per epoch here": round(est.epoch_seconds, 1) if est else None,
+                             "First epoch (s)": round(est.first_epoch_seconds, 1) if est else None,
+                             "Weights": weights_words(info.name)[1], "Licence": info.license})
+            st.dataframe(rows, hide_index=True)
+
+        failed = background_errors()
+        if waiting and all(est_now.get(n) is not None or n in failed for n in waiting):
+            st.rerun(scope="app")  # all timed: stop polling
+
+    if waiting:
+        st.fragment(run_every=1.5)(cards)()
+    else:
+        cards()
+
+    if state.model_name is None:
+        state.model_name = chosen
+        save()
+    next_step("layers", "Next: choose which layers to train")

@@ -1,0 +1,174 @@
+"""Layers: the chosen model drawn as its layer groups, from the picture to the answer. The user
+keeps groups frozen (as pretrained) or lets them learn, and sees what that costs."""
+from __future__ import annotations
+
+import html
+
+import streamlit as st
+
+from pages._shared import figure, guard, header, next_step, save, ui
+from tl_core.config import FreezeConfig, parse_preset
+from tl_core.errors import ConfigError
+from tl_core.ui_support import format_params, format_seconds, freeze_from_toggles, preset_label, quick_counts
+
+header("Layers", "A pretrained model is a stack of layer groups: the first ones see edges and colours, the "
+       "last ones whole objects. **Frozen** groups keep what they learned on a million photos; the others "
+       "learn from your pictures. With few pictures, train only the new classifier.")
+
+state = ui()
+
+
+@st.cache_resource(show_spinner="Building the model's layer map…", max_entries=4)
+def _model_skeleton(name: str, num_classes: int):
+    """The architecture without weights: enough to list groups and count parameters."""
+    import timm
+
+    return timm.create_model(name, pretrained=False, num_classes=max(2, num_classes))
+
+
+with guard():
+    from tl_core.freezing import CLASSIFIER_GROUP, layer_groups, make_freeze_plan
+    from tl_core.zoo import get_model_info
+
+    model_cfg = state.model_config()
+    info = get_model_info(model_cfg.name)
+    counts = {}
+    if state.data_root:
+        with guard():
+            counts = quick_counts(state.data_root)
+    num_classes = max(2, len(counts))
+    n_images = sum(counts.values())
+
+    model = _model_skeleton(model_cfg.name, num_classes)
+    groups = layer_groups(model)
+    names = [g.name for g in groups]
+    body = [g for g in groups if g.name != CLASSIFIER_GROUP]
+
+    try:
+        fcfg = state.freeze_config()
+        plan = make_freeze_plan(model, fcfg)
+    except ConfigError as err:  # e.g. last:6 remembered from a deeper model
+        st.warning(f"{err} Using 'train only the new classifier' instead.", icon=":material/warning:")
+        state.freeze = {"preset": "head", "frozen_groups": None, "layer_lr_decay": 1.0}
+        save()
+        fcfg = state.freeze_config()
+        plan = make_freeze_plan(model, fcfg)
+
+    # Keep the widgets in step with the remembered choice (and with a preset just picked).
+    sync = (model_cfg.name, repr(sorted((state.freeze or {}).items(), key=lambda kv: kv[0])))
+    # (Streamlit forgets a widget's value when its page is left, hence the "not in" checks.)
+    force = st.session_state.get("layers_sync") != sync
+    kind, n = parse_preset(fcfg.preset)
+    if force or "layers_kind" not in st.session_state:
+        st.session_state["layers_kind"] = kind
+    if force or "layers_last_n" not in st.session_state:
+        st.session_state["layers_last_n"] = min(max(n, 1), max(len(body), 1))
+    for g in body:
+        if force or f"layers_freeze_{g.name}" not in st.session_state:
+            st.session_state[f"layers_freeze_{g.name}"] = g.name in plan.frozen
+    st.session_state["layers_sync"] = sync
+
+    def on_preset() -> None:
+        kind = st.session_state["layers_kind"]
+        preset = f"last:{int(st.session_state.get('layers_last_n', 1))}" if kind == "last" else kind
+        state.freeze = {"preset": preset, "frozen_groups": None,
+                        "layer_lr_decay": (state.freeze or {}).get("layer_lr_decay", 1.0)}
+        save()
+
+    def on_toggle() -> None:
+        frozen = [g.name for g in body if st.session_state.get(f"layers_freeze_{g.name}")]
+        state.freeze = freeze_from_toggles(names, frozen, CLASSIFIER_GROUP,
+                                           (state.freeze or {}).get("layer_lr_decay", 1.0))
+        save()
+
+    st.subheader(f"{info.title}: {len(groups)} layer groups")
+    kinds = ["head", "last", "none", "scratch"]
+    short = {"head": "Train only the new classifier", "last": "Fine-tune the last groups",
+             "none": "Fine-tune everything", "scratch": "From scratch"}
+    left, right = st.columns([3, 2])
+    with left:
+        st.radio("Preset", kinds, format_func=lambda k: short[k] + (" (recommended)" if k == "head" else ""),
+                 key="layers_kind", on_change=on_preset, horizontal=True)
+    with right:
+        if st.session_state.get("layers_kind") == "last" and len(body) > 1:
+            st.slider("How many of the last groups learn", 1, len(body), key="layers_last_n", on_change=on_preset)
+    if fcfg.frozen_groups is not None:
+        st.caption("Custom: your own choice of frozen groups (ticks below).")
+    else:
+        st.caption(preset_label(fcfg.preset))
+    if fcfg.kind == "scratch":
+        st.info("From scratch starts from random numbers instead of pretrained knowledge. It needs far more "
+                "pictures and time; use it to see how much pretraining helps.", icon=":material/casino:")
+
+    # The model drawn from input to output.
+    blocks = []
+    for g in groups:
+        frozen = g.name in plan.frozen
+        colour = "#dde6f7" if frozen else ("#ffe7b3" if g.name == CLASSIFIER_GROUP else "#d7f0d8")
+        border = "#3b6fd8" if frozen else ("#d89a3b" if g.name == CLASSIFIER_GROUP else "#3a9d4a")
+        tag = "frozen" if frozen else ("new, learns" if g.name == CLASSIFIER_GROUP else "learns")
+        blocks.append(
+            f'<div style="flex:1 1 0;min-width:72px;background:{colour};border:2px solid {border};'
+            f'border-radius:10px;padding:6px 4px;text-align:center;font-size:0.8rem" title="{html.escape(g.description)}">'
+            f'<div style="font-weight:600">{html.escape(g.label)}</div>'
+            f'<div style="opacity:0.75">{format_params(g.num_params)}</div>'
+            f'<div style="font-size:0.7rem;color:{border}">{tag}</div></div>')
+    arrow = '<div style="align-self:center;opacity:0.5">→</div>'
+    st.markdown(
+        '<div style="display:flex;gap:4px;align-items:stretch;margin:8px 0 4px 0">'
+        '<div style="align-self:center;font-size:0.8rem">picture</div>' + arrow
+        + arrow.join(blocks) + arrow + '<div style="align-self:center;font-size:0.8rem">answer</div></div>',
+        unsafe_allow_html=True)
+    st.caption(":blue[**Blue**]: frozen, kept as pretrained · :green[**Green**]: learns from your pictures · "
+               ":orange[**Orange**]: the new classifier · numbers are parameters")
+
+    fig = None
+    try:
+        from tl_core import plots  # noqa: F401
+
+        if hasattr(plots, "layer_groups_figure"):
+            fig = figure("layer_groups_figure", plan.to_dict()["groups"])
+    except Exception:
+        fig = None
+    if fig is not None:
+        with st.expander("Parameters per group (chart)"):
+            st.plotly_chart(fig, key="layers_fig")
+
+    st.markdown("**Freeze or train each group**")
+    for g in groups:
+        c1, c2, c3 = st.columns([1, 4, 1])
+        with c1:
+            if g.name == CLASSIFIER_GROUP:
+                st.toggle("Frozen", value=False, disabled=True, key="layers_freeze_classifier_fixed",
+                          help="The new classifier always learns: it is the part that knows your categories.")
+            else:
+                st.toggle("Frozen", key=f"layers_freeze_{g.name}", on_change=on_toggle,
+                          disabled=fcfg.kind == "scratch")
+        with c2:
+            st.markdown(f"**{g.label}** — {g.description}")
+        with c3:
+            st.markdown(f"{format_params(g.num_params)}")
+
+    st.divider()
+    m1, m2, m3 = st.columns(3)
+    share = plan.trainable_params / max(plan.total_params, 1)
+    m1.metric("Parameters that learn", format_params(plan.trainable_params), f"{share:.1%} of the model",
+              delta_color="off", delta_arrow="off")
+    m2.metric("Frozen parameters", format_params(plan.total_params - plan.trainable_params))
+    epochs = state.train_config().epochs
+    if n_images:
+        from tl_core.estimate import estimate_run
+
+        with st.spinner("Timing this setting on this computer…"):
+            est = estimate_run(model_cfg.name, n_images, state.val_fraction, fcfg, num_classes, exact=True)
+        m3.metric("Expected time", format_seconds(est.total_seconds(epochs)),
+                  f"{format_seconds(est.epoch_seconds)} per epoch", delta_color="off", delta_arrow="off",
+                  help=f"For {n_images} pictures and {epochs} epochs on this computer, including "
+                       f"{format_seconds(est.prepare_seconds)} of preparation once.")
+        if est.mode == "features":
+            st.caption("Fast path: the frozen layers run once per picture, then every epoch only trains what is "
+                       "left.")
+    else:
+        m3.metric("Expected time", "–", help="Choose your pictures on the Data page first.")
+
+    next_step("train", "Next: train")

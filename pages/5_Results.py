@@ -1,0 +1,159 @@
+"""Results: how good the model is on pictures it never trained on, and where it goes wrong."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages._shared import figure, guard, header, loaded_model, next_step, optional_module, run_picker, thumb_grid
+from tl_core.runs import RunFolder
+
+header("Results", "How well does the model do on the pictures it **never trained on** (the ones kept aside "
+       "on the Data page)? Where it goes wrong tells you what to fix: more pictures of a category, "
+       "mislabelled pictures, or categories that really look alike.")
+
+
+def evaluation(run_dir: str, evaluate):
+    """The saved evaluation when it is newer than the weights, else a fresh one (with a bar)."""
+    run = RunFolder.open(run_dir)
+    saved_path = Path(run_dir) / "eval_val.json"
+    if saved_path.is_file() and run.has_weights() and saved_path.stat().st_mtime >= run.weights_path.stat().st_mtime:
+        saved = evaluate.load_evaluation(run_dir)
+        if saved is not None:
+            return saved
+    bar = st.progress(0.0, text="Checking the model on the validation pictures…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total if total else 1.0, text=f"Checking the model: {done} of {total} pictures")
+
+    report = evaluate.evaluate_run(run_dir, progress=progress)
+    bar.empty()
+    return report
+
+
+def confusion_with_cells(report, normalized: bool):
+    """The confusion-matrix figure plus an invisible marker on each cell, so a click selects it."""
+    fig = figure("confusion_matrix_figure", report.confusion, report.classes, normalized)
+    if fig is None:
+        return None, []
+    import plotly.graph_objects as go
+
+    cells = [(t, p) for t in report.classes for p in report.classes]
+    fig.add_trace(go.Scatter(
+        x=[p for _, p in cells], y=[t for t, _ in cells], mode="markers", showlegend=False,
+        marker=dict(size=28, symbol="square", opacity=0.0, color="#000"),
+        selected=dict(marker=dict(opacity=0.25)), unselected=dict(marker=dict(opacity=0.0)),
+        customdata=[[t, p] for t, p in cells], hovertemplate="true %{customdata[0]} → predicted %{customdata[1]}"
+                                                            "<extra>click to see these pictures</extra>"))
+    fig.update_layout(clickmode="event+select", dragmode=False)
+    return fig, cells
+
+
+with guard():
+    evaluate = optional_module("evaluate", "Evaluation")
+    run_dir = run_picker("results_run", "Run", only_with_weights=True)
+    if run_dir is None:
+        st.info("No trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:")
+        st.page_link("pages/4_Train.py", label="Go to Train", icon=":material/fitness_center:")
+        st.stop()
+    if evaluate is None:
+        st.stop()
+    run = RunFolder.open(run_dir)
+    if run.state in ("queued", "running"):
+        st.info("This run is still training: these results use its best weights so far.", icon=":material/hourglass_top:")
+
+    report = evaluation(run_dir, evaluate)
+
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Accuracy", f"{report.accuracy:.1%}", help="Share of the validation pictures it got right.")
+    c2.metric("Balanced accuracy", f"{report.balanced_accuracy:.1%}",
+              help="The average over categories of how many it found: fair even when categories differ in size.")
+    c3.metric("F1 (average)", f"{report.macro_f1:.2f}", help="Combines precision and recall; 1.0 is perfect.")
+    c4.metric("Pictures checked", report.n)
+    if report.skipped:
+        st.warning(f"{len(report.skipped)} pictures could not be read and were left out.", icon=":material/image:")
+
+    st.subheader("Per category")
+    st.caption("**Precision**: when it says *this category*, how often it is right. **Recall**: of the pictures "
+               "of this category, how many it found.")
+    left, right = st.columns([2, 3])
+    with left:
+        st.dataframe([{"Category": c, "Precision": round(v["precision"], 3), "Recall": round(v["recall"], 3),
+                       "F1": round(v["f1"], 3), "Pictures": v["support"]} for c, v in report.per_class.items()],
+                     hide_index=True)
+    with right:
+        fig = figure("per_class_bars", report.per_class)
+        if fig is not None:
+            st.plotly_chart(fig, key="results_per_class")
+
+    st.subheader("Confusion matrix")
+    st.caption("Rows: the true category. Columns: what the model said. The diagonal is right; everything else is a "
+               "mix-up. **Click a cell** to see its pictures.")
+    normalized = st.toggle("Show shares instead of counts", value=False, key="results_normalized")
+    cm_fig, cells = confusion_with_cells(report, normalized)
+    picked = None
+    if cm_fig is not None:
+        event = st.plotly_chart(cm_fig, key=f"results_cm_{Path(run_dir).name}_{int(normalized)}", on_select="rerun",
+                                selection_mode="points")
+        points = (event or {}).get("selection", {}).get("points", []) if event else []
+        for pt in points:
+            cd = pt.get("customdata")
+            if isinstance(cd, (list, tuple)) and len(cd) == 2:
+                picked = (str(cd[0]), str(cd[1]))
+            elif pt.get("curve_number") == len(cm_fig.data) - 1 and pt.get("point_index") is not None:
+                picked = cells[int(pt["point_index"])]
+            elif pt.get("x") in report.classes and pt.get("y") in report.classes:
+                picked = (str(pt["y"]), str(pt["x"]))
+    if picked is not None and picked != st.session_state.get("results_last_pick"):
+        st.session_state["results_last_pick"] = picked
+        st.session_state["results_true"], st.session_state["results_pred"] = picked
+    classes = list(report.classes)
+    if st.session_state.get("results_true") not in classes or st.session_state.get("results_pred") not in classes:
+        # start on the biggest mix-up (or the first category when there is none)
+        off = [(report.confusion[i][j], i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j]
+        n, i, j = max(off) if off else (0, 0, 0)
+        if n == 0:
+            i = j = 0
+        st.session_state["results_true"], st.session_state["results_pred"] = classes[i], classes[j]
+    a, b = st.columns(2)
+    true_label = a.selectbox("True category", classes, key="results_true")
+    pred_label = b.selectbox("Model said", classes, key="results_pred")
+    cell_items = report.cell(true_label, pred_label)
+    verdict = "right" if true_label == pred_label else "wrong"
+    st.markdown(f"**{len(cell_items)} pictures** of *{true_label}* that the model called *{pred_label}* ({verdict})")
+    thumb_grid(cell_items, lambda it: f"{it['confidence']:.0%} sure", columns=8, limit=16)
+
+    st.subheader("The mistakes it was surest about")
+    st.caption("Look here first: these are often mislabelled pictures, or pictures where the model learned a "
+               "shortcut (a background, a watermark) instead of the object.")
+    wrong = report.most_confident_wrong(12)
+    if not wrong:
+        st.success("No mistakes on the validation pictures.", icon=":material/celebration:")
+    else:
+        thumb_grid(wrong, lambda it: f"is {it['true']}, said {it['pred']} ({it['confidence']:.0%})", columns=6,
+                   limit=12)
+
+    st.subheader("What did it look at?")
+    st.caption("Grad-CAM colours the parts of the picture that pushed the model towards its answer (red = most).")
+    explain = optional_module("explain", "Grad-CAM")
+    if explain is not None and report.items:
+        options = [it["path"] for it in (wrong or [])] + [it["path"] for it in report.items
+                                                          if it["true"] == it["pred"]][:30]
+        by_path = {it["path"]: it for it in report.items}
+        chosen = st.selectbox("Picture", options, key="results_cam_pick",
+                              format_func=lambda p: f"{Path(p).name} — is {by_path[p]['true']}, "
+                                                    f"said {by_path[p]['pred']}")
+        if chosen:
+            with guard():
+                from tl_core.data.images import load_image
+
+                loaded = loaded_model(run_dir)
+                image = load_image(chosen)
+                with st.spinner("Computing Grad-CAM…"):
+                    heat = explain.gradcam(loaded, image)
+                    over = explain.overlay(image, heat)
+                x, y, _ = st.columns([1, 1, 2])
+                x.image(image, caption="The picture", width="stretch")
+                y.image(over, caption=f"Where it looked (said {by_path[chosen]['pred']})", width="stretch")
+
+    next_step("try", "Next: try it on new photos and take it home")

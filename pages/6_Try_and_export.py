@@ -1,0 +1,83 @@
+"""Try & export: classify a new photo (upload or camera), see what the model looked at, and take the
+model home (a ready-to-use bundle, ONNX or TorchScript)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages._shared import figure, guard, header, loaded_model, optional_module, run_picker
+
+header("Try & export", "Give the model a picture it has never seen and look at its answer. When you are happy, "
+       "download it to use in your own program.")
+
+with guard():
+    run_dir = run_picker("try_run", "Model (run)", only_with_weights=True)
+    if run_dir is None:
+        st.info("No trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:")
+        st.page_link("pages/4_Train.py", label="Go to Train", icon=":material/fitness_center:")
+        st.stop()
+
+    loaded = loaded_model(run_dir)
+    st.caption(f"Knows {len(loaded.classes)} categories: {', '.join(loaded.classes)}")
+
+    st.subheader("Try it")
+    source = st.radio("Picture from", ["Upload a photo", "Camera"], horizontal=True, key="try_source")
+    data, name = None, None
+    if source == "Upload a photo":
+        up = st.file_uploader("Photo", type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic"],
+                              key="try_upload")
+        if up is not None:
+            data, name = up.getvalue(), up.name
+    else:
+        shot = st.camera_input("Take a picture", key="try_camera")
+        if shot is not None:
+            data, name = shot.getvalue(), "camera.jpg"
+
+    threshold = st.slider("Say “not sure” below this confidence", 0.0, 1.0, 0.5, 0.05, key="try_threshold",
+                          help="When the top answer's probability is below this, the model admits it does not know.")
+    if data is not None:
+        with guard():
+            from tl_core.data.images import load_image_bytes
+
+            image = load_image_bytes(data, name)
+            top = loaded.top_k(image, k=min(5, len(loaded.classes)))
+            best = top[0]
+            left, right = st.columns([1, 2])
+            with left:
+                st.image(image, caption=name, width="stretch")
+            with right:
+                if best["probability"] >= threshold:
+                    st.success(f"### {best['label']}\n{best['probability']:.1%} sure", icon=":material/check_circle:")
+                else:
+                    st.warning(f"### Not sure\nBest guess: **{best['label']}** at only {best['probability']:.1%} "
+                               f"(below your {threshold:.0%} threshold). The picture may show something it was not "
+                               "trained on.", icon=":material/help:")
+                fig = figure("topk_bars", top)
+                if fig is not None:
+                    st.plotly_chart(fig, key="try_topk")
+                else:
+                    st.dataframe([{"Category": t["label"], "Probability": f"{t['probability']:.1%}"} for t in top],
+                                 hide_index=True)
+            explain = optional_module("explain", "Grad-CAM")
+            if explain is not None and st.toggle("Show what it looked at (Grad-CAM)", value=True, key="try_cam"):
+                with st.spinner("Computing Grad-CAM…"):
+                    over = explain.overlay(image, explain.gradcam(loaded, image))
+                st.image(over, caption=f"Red: the parts that made it say {best['label']}", width=320)
+
+    st.subheader("Take it home")
+    st.caption("Each file is made when you click. The bundle has the weights (safetensors), the category names, "
+               "the preprocessing, a small predict.py script and a model card.")
+    export = optional_module("export", "Exporting")
+    if export is not None:
+        run_name = Path(run_dir).name
+        a, b, c = st.columns(3)
+        a.download_button("Download the bundle (.zip)", data=lambda: export.bundle_zip_bytes(run_dir),
+                          file_name=f"{run_name}.zip", mime="application/zip", key="try_dl_bundle",
+                          type="primary", icon=":material/inventory_2:", on_click="ignore")
+        b.download_button("ONNX (.onnx)", data=lambda: export.onnx_bytes(run_dir), file_name=f"{run_name}.onnx",
+                          mime="application/octet-stream", key="try_dl_onnx", icon=":material/sync_alt:", on_click="ignore",
+                          help="For other languages and runtimes (ONNX Runtime, OpenCV, C#, JavaScript…).")
+        c.download_button("TorchScript (.pt)", data=lambda: export.torchscript_bytes(run_dir),
+                          file_name=f"{run_name}.pt", mime="application/octet-stream", key="try_dl_ts", icon=":material/local_fire_department:",
+                          on_click="ignore", help="For PyTorch programs without Transfer Lab (torch.jit.load).")

@@ -1,0 +1,218 @@
+"""Streamlit glue shared by the pages: session state, the page header, error display, run picking.
+
+Not a page itself (the app lists its pages explicitly with ``st.navigation``). Everything that
+does not need Streamlit lives in :mod:`tl_core.ui_support`.
+"""
+from __future__ import annotations
+
+import contextlib
+import traceback
+from pathlib import Path
+
+import streamlit as st
+
+from tl_core import jobs
+from tl_core.errors import TransferLabError
+from tl_core.runs import list_runs
+from tl_core.ui_support import (UIState, format_seconds, live_view, load_ui_state, pick_run_to_show, run_label,
+                                runs_dir, save_ui_state)
+
+PAGES = {
+    "data": "pages/1_Data.py",
+    "model": "pages/2_Model.py",
+    "layers": "pages/3_Layers.py",
+    "train": "pages/4_Train.py",
+    "results": "pages/5_Results.py",
+    "try": "pages/6_Try_and_export.py",
+}
+
+STEPS = [
+    ("data", "1 · Data", "Bring your pictures: one folder per category."),
+    ("model", "2 · Model", "Pick a pretrained model that already knows how to see."),
+    ("layers", "3 · Layers", "Choose which parts of it to keep and which to retrain."),
+    ("train", "4 · Train", "Teach it your categories and watch it learn."),
+    ("results", "5 · Results", "See where it is right and where it is wrong."),
+    ("try", "6 · Try & export", "Test it on new photos and take it home."),
+]
+
+
+def ui() -> UIState:
+    """The user's choices for this browser session, loaded from disk on the first run."""
+    if "tl_ui" not in st.session_state:
+        st.session_state["tl_ui"] = load_ui_state()
+    return st.session_state["tl_ui"]
+
+
+def save() -> None:
+    save_ui_state(ui())
+
+
+def current_run_dir() -> str | None:
+    """The run this session is looking at: one the user picked in this tab, else a running job (so
+    a refresh or a second tab reattaches to it), else the remembered run, else the newest."""
+    picked = st.session_state.get("tl_view_run")
+    if picked and (Path(picked) / "config.json").is_file():
+        return picked
+    state = ui()
+    job = jobs.active_job()
+    active = job.run_dir if job is not None else None
+    runs = [] if active else list_runs(runs_dir())
+    chosen = pick_run_to_show(state.run_dir, active, runs)
+    if chosen != state.run_dir:
+        state.run_dir = chosen
+        save()
+    return chosen
+
+
+def view_run(run_dir: str | None) -> None:
+    """Look at this run in this tab (and remember it as the current run)."""
+    st.session_state["tl_view_run"] = run_dir
+    if run_dir:
+        ui().run_dir = run_dir
+        save()
+
+
+@contextlib.contextmanager
+def guard():
+    """Show a plain message instead of a traceback when something goes wrong."""
+    try:
+        yield
+    except TransferLabError as err:
+        st.error(str(err), icon=":material/warning:")
+    except (MemoryError, OSError) as err:
+        st.error(f"Something went wrong on this computer: {err}", icon=":material/warning:")
+    except Exception as err:  # a bug: say so plainly, keep the details one click away
+        st.error(f"Something unexpected went wrong ({type(err).__name__}: {err}).", icon=":material/warning:")
+        with st.expander("Details for a bug report"):
+            st.code("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+
+
+def header(title: str, sentence: str) -> None:
+    st.title(title)
+    st.markdown(sentence)
+
+
+def next_step(key: str, label: str) -> None:
+    st.page_link(PAGES[key], label=label, icon=":material/arrow_forward:")
+
+
+def need_data() -> str | None:
+    """The data folder, or a friendly pointer to the Data page (then None)."""
+    state = ui()
+    if state.data_root and Path(state.data_root).is_dir():
+        return state.data_root
+    st.info("First choose your pictures on the **Data** page (or try the sample data).", icon=":material/folder:")
+    st.page_link(PAGES["data"], label="Go to Data", icon=":material/folder:")
+    return None
+
+
+def run_picker(key: str, label: str = "Run", only_with_weights: bool = False) -> str | None:
+    """A select box of the runs on disk, defaulting to the current run. Returns its folder."""
+    runs = list_runs(runs_dir())
+    if only_with_weights:
+        runs = [r for r in runs if r.get("has_weights")]
+    if not runs:
+        return None
+    current = current_run_dir()
+    paths = [r["path"] for r in runs]
+    labels = {r["path"]: run_label(r) for r in runs}
+    if current not in paths:
+        current = paths[0]
+    if st.session_state.get(key) != current:
+        st.session_state[key] = current
+
+    def changed() -> None:
+        view_run(st.session_state.get(key))
+
+    return st.selectbox(label, paths, format_func=lambda p: labels.get(p, p), key=key, on_change=changed)
+
+
+def sidebar_choices(box) -> None:
+    """What is chosen so far, drawn into ``box`` (an ``st.empty`` in the sidebar)."""
+    state = ui()
+    data = Path(state.data_root).name if state.data_root else "not chosen yet"
+    if state.data_source == "sample":
+        data = "sample data"
+    freeze = state.freeze or {}
+    with box.container():
+        st.caption("Your choices")
+        st.markdown(f":material/folder: **Data:** {data}  \n"
+                    f":material/psychology: **Model:** {state.model_name or 'recommended'}  \n"
+                    f":material/layers: **Layers:** {freeze.get('preset', 'head')}"
+                    f"{' (custom)' if freeze.get('frozen_groups') is not None else ''}")
+
+
+def sidebar_training() -> None:
+    """The live training status in the sidebar, on every page."""
+    _sidebar_training()
+
+
+@st.fragment(run_every=2.0)
+def _sidebar_training() -> None:
+    job = jobs.active_job()
+    if job is None:
+        return
+    try:
+        view = live_view(job.run_dir)
+    except TransferLabError:
+        return
+    if not view.active:  # the thread is finishing; the run is over
+        return
+    st.caption("Training now")
+    st.progress(view.fraction, text=view.progress_text())
+    st.page_link(PAGES["train"], label="Watch it train", icon=":material/monitoring:")
+
+
+def figure(name: str, *args, **kwargs):
+    """A figure from :mod:`tl_core.plots`, or None with a note when this build has no such chart."""
+    try:
+        from tl_core import plots
+
+        fn = getattr(plots, name)
+    except (ImportError, AttributeError):
+        st.caption(f"(This chart is not available in this version of Transfer Lab: {name}.)")
+        return None
+    return fn(*args, **kwargs)
+
+
+def optional_module(name: str, what: str):
+    """Import ``tl_core.<name>``; when it is missing, say which feature is unavailable and return None."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"tl_core.{name}")
+    except ImportError as err:
+        st.warning(f"{what} is not available in this version of Transfer Lab ({err}).", icon=":material/construction:")
+        return None
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the trained model…")
+def _load_model_cached(run_dir: str, weights_mtime: float):
+    from tl_core.inference import load_run_model
+
+    return load_run_model(run_dir)
+
+
+def loaded_model(run_dir: str):
+    """The run's model, loaded once per weights file (reloaded when training saves a better one)."""
+    weights = Path(run_dir) / "model.safetensors"
+    mtime = weights.stat().st_mtime if weights.is_file() else 0.0
+    return _load_model_cached(str(run_dir), mtime)
+
+
+def thumb_grid(items: list[dict], caption, columns: int = 6, limit: int = 24, key: str = "grid") -> None:
+    """Thumbnails of ``items`` (dicts with ``path``) with a caption each."""
+    from tl_core.data.images import load_image
+
+    shown = items[:limit]
+    for start in range(0, len(shown), columns):
+        cols = st.columns(columns)
+        for col, it in zip(cols, shown[start:start + columns]):
+            try:
+                img = load_image(it["path"])
+                img.thumbnail((200, 200))
+                col.image(img, caption=caption(it), width="stretch")
+            except Exception as err:  # one unreadable file must not hide the others
+                col.caption(f"(cannot show {Path(it['path']).name}: {err})")
+    if len(items) > limit:
+        st.caption(f"…and {len(items) - limit} more.")

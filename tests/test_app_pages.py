@@ -1,0 +1,454 @@
+"""The Streamlit pages, driven headless with ``streamlit.testing.v1.AppTest``.
+
+Every page must render without an exception with and without data and runs, and its main
+controls must do what they say. Training runs for real (bundled sample, 'head' preset, one
+epoch; the frozen features are cached across the session, so later trainings are quick).
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tl_core import jobs
+from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
+from tl_core.runs import RunFolder, list_runs
+from tl_core.sample_data import sample_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+PAGES = ["pages/1_Data.py", "pages/2_Model.py", "pages/3_Layers.py", "pages/4_Train.py", "pages/5_Results.py",
+         "pages/6_Try_and_export.py"]
+TIMEOUT = 300
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Runs and workspace in a fresh temporary folder (caches shared, see conftest)."""
+    monkeypatch.setenv("TL_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("TL_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield tmp_path
+    _stop_all()
+
+
+def _stop_all(timeout: float = 120) -> None:
+    job = jobs.active_job()
+    if job is not None:
+        job.stop_event.set()
+        job.thread.join(timeout)
+
+
+def _wait_job(timeout: float = 240) -> None:
+    job = jobs.active_job()
+    if job is not None:
+        job.thread.join(timeout)
+        assert not job.thread.is_alive(), "training did not end in time"
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if page:
+        at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def remember(workspace: Path, **choices) -> None:
+    """Write the remembered choices the way the app does, so a new session starts with them."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    base = {"data_root": str(sample_dir()), "data_source": "sample", "val_fraction": 0.2, "model_name": None,
+            "freeze": {"preset": "head", "frozen_groups": None, "layer_lr_decay": 1.0}, "train": {}, "run_dir": None}
+    base.update(choices)
+    (workspace / "ui_state.json").write_text(json.dumps(base), encoding="utf-8")
+
+
+def texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "success", "info", "warning", "error", "title", "subheader"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    parts += [str(e.proto.label) for e in at.get("page_link")]
+    return "\n".join(parts)
+
+
+def metric(at: AppTest, label: str) -> str:
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
+
+
+def ui_state(at: AppTest):
+    return at.session_state["tl_ui"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One finished run on the sample (1 epoch, head), in its own runs folder."""
+    from tl_core.engine import train_run
+
+    runs = tmp_path_factory.mktemp("trained-runs")
+    config = RunConfig(data=DataConfig(root=str(sample_dir())), model=ModelConfig(weights="offline"),
+                       freeze=FreezeConfig(preset="head"), train=TrainConfig(epochs=1, seed=0))
+    result = train_run(config, runs)
+    assert result.status == "finished", result.message
+    return Path(result.run_dir)
+
+
+def _use_trained(env_dir: Path, trained: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TL_RUNS_DIR", str(trained.parent))
+    remember(env_dir / "workspace", run_dir=str(trained))
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+def test_home_renders_with_hardware_and_steps(env):
+    at = app()
+    body = texts(at)
+    assert "Transfer learning" in body
+    assert "CPU" in body or "Graphics card" in body or "Apple" in body
+    for step in ("1 · Data", "4 · Train", "6 · Try & export"):
+        assert step in body
+    assert at.button(key="home_sample").label == "Try it with the sample data"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_data_or_runs(env, page):
+    at = app(page)
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_sample_button_sets_data_folder_and_moves_on(env):
+    at = app()
+    at.button(key="home_sample").click().run()
+    assert not at.exception
+    assert ui_state(at).data_root == str(sample_dir())
+    assert any(t.value == "Data" for t in at.title), "the sample button should move on to the Data page"
+    saved = json.loads((env / "workspace" / "ui_state.json").read_text())
+    assert saved["data_root"] == str(sample_dir())
+
+
+# -- Data ------------------------------------------------------------------------------------------
+
+def test_data_page_shows_classes_counts_examples_and_split(env):
+    remember(env / "workspace")
+    at = app("pages/1_Data.py")
+    assert metric(at, "Pictures") == "200"
+    assert metric(at, "Categories") == "5"
+    body = texts(at)
+    for c in ("bag", "sandal", "sneaker", "t-shirt", "trouser"):
+        assert f"**{c}** · 40 pictures" in body
+    assert len(at.get("image")) >= 5  # a row of examples per class
+    assert "500 MB" in body  # the upload limit is stated
+    at.slider(key="data_val_pct").set_value(30).run()
+    assert not at.exception
+    assert ui_state(at).val_fraction == pytest.approx(0.3)
+    assert json.loads((env / "workspace" / "ui_state.json").read_text())["val_fraction"] == pytest.approx(0.3)
+
+
+def _png_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def test_directory_upload_saves_to_workspace_and_uses_first_folder_level_as_class(env):
+    files = []
+    for c in ("bag", "trouser"):
+        for f in sorted((sample_dir() / c).iterdir())[:6]:
+            files.append((f"holiday/{c}/{f.name}", _png_bytes(f), "image/png"))
+    at = app("pages/1_Data.py")
+    at.file_uploader(key="data_upload_dir").set_value(files).run()
+    assert not at.exception, [e.value for e in at.exception]
+    root = Path(ui_state(at).data_root)
+    assert root.is_dir() and str(root).startswith(str(env / "workspace"))
+    assert sorted(p.name for p in root.iterdir()) == ["bag", "trouser"]
+    assert metric(at, "Categories") == "2"
+    assert metric(at, "Pictures") == "12"
+    assert "Saved 12 files." in texts(at)
+
+
+def test_zip_upload_is_unpacked_and_used(env):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for c in ("sandal", "sneaker"):
+            for f in sorted((sample_dir() / c).iterdir())[:5]:
+                zf.write(f, f"shoes/{c}/{f.name}")
+    at = app("pages/1_Data.py")
+    at.file_uploader(key="data_upload_zip").set_value(("shoes.zip", buf.getvalue(), "application/zip")).run()
+    assert not at.exception
+    root = Path(ui_state(at).data_root)
+    assert sorted(p.name for p in root.iterdir()) == ["sandal", "sneaker"]
+    assert metric(at, "Pictures") == "10"
+
+
+def test_folder_path_good_and_bad(env):
+    at = app("pages/1_Data.py")
+    at.text_input(key="data_path").set_value(str(env / "does-not-exist")).run()
+    at.button(key="data_use_path").click().run()
+    assert not at.exception
+    assert any("There is no folder" in e.value for e in at.error)
+    assert ui_state(at).data_root is None
+    at.text_input(key="data_path").set_value(str(sample_dir())).run()
+    at.button(key="data_use_path").click().run()
+    assert ui_state(at).data_root == str(sample_dir().resolve())
+    assert metric(at, "Categories") == "5"
+
+
+def test_unusable_folder_shows_error_not_traceback(env):
+    bad = env / "one-class" / "only"
+    bad.mkdir(parents=True)
+    for f in sorted((sample_dir() / "bag").iterdir())[:3]:
+        (bad / f.name).write_bytes(f.read_bytes())
+    remember(env / "workspace", data_root=str(env / "one-class"), data_source="path")
+    at = app("pages/1_Data.py")
+    assert at.error, "a folder with one category must be explained"
+    for page in PAGES[1:4]:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+
+
+# -- Model -----------------------------------------------------------------------------------------
+
+def test_model_page_lists_catalogue_recommends_and_chooses(env, monkeypatch):
+    import tl_core.estimate as estimate
+    from tl_core.zoo import RECOMMENDED_MODEL, catalogue
+
+    # no background timing of twelve models inside the test process; one fake measurement instead
+    monkeypatch.setattr(estimate, "measure_forward_in_background", lambda names, *a, **k: [])
+    fake = estimate.Measurement(model_name=RECOMMENDED_MODEL, image_size=224, device="cpu", mode="features",
+                                prefix_seconds=0.05, train_seconds=0.0001, eval_seconds=0.0001,
+                                trainable_params=1, total_params=2, batch=4)
+    monkeypatch.setattr(estimate, "cached_forward", lambda name, *a, **k: fake if name == RECOMMENDED_MODEL else None)
+    remember(env / "workspace")
+    at = app("pages/2_Model.py")
+    body = texts(at)
+    for info in catalogue():
+        assert info.title in body
+    assert "Recommended" in body
+    assert "ready offline" in body
+    # 200 pictures x 0.05 s forward once + decoding: about 10-11 s for the recommended model
+    assert "for 10 epochs" in body and ("11 s" in body or "10 s" in body or "12 s" in body)
+    assert at.button(key=f"model_pick_{RECOMMENDED_MODEL}").disabled  # already chosen
+    at.button(key="model_pick_tf_efficientnet_lite1").click().run()
+    assert not at.exception
+    assert ui_state(at).model_name == "tf_efficientnet_lite1"
+    assert "EfficientNet-Lite1" in " ".join(s.value for s in at.success)
+
+
+# -- Layers ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fast_estimates(monkeypatch):
+    """Layers times each plan for real; in the tests a fake measurement keeps it instant."""
+    import tl_core.estimate as estimate
+
+    def fake_measure(model_name, frozen_groups=None, preset="head", num_classes=2, *a, **k):
+        kind = FreezeConfig(preset=preset, frozen_groups=frozen_groups).kind
+        head = kind == "head" and frozen_groups is None
+        return estimate.Measurement(model_name=model_name, image_size=224, device="cpu",
+                                    mode="features" if head else "full", prefix_seconds=0.05 if head else 0.0,
+                                    train_seconds=0.0001 if head else 0.15, eval_seconds=0.05,
+                                    trainable_params=0, total_params=0, batch=4)
+
+    monkeypatch.setattr(estimate, "measure", fake_measure)
+
+
+def _count(text: str) -> float:
+    text = text.strip()
+    scale = {"M": 1e6, "k": 1e3}.get(text[-1], 1)
+    return float(text.rstrip("Mk ").strip()) * scale
+
+
+def test_layers_presets_and_toggles_change_trainable_count(env, fast_estimates):
+    remember(env / "workspace")
+    at = app("pages/3_Layers.py")
+    head = _count(metric(at, "Parameters that learn"))
+    assert head < 20_000  # just the new classifier (1280 x 5 + 5)
+    assert "EfficientNet-Lite0" in texts(at)
+
+    at.radio(key="layers_kind").set_value("none").run()
+    assert not at.exception
+    everything = _count(metric(at, "Parameters that learn"))
+    assert everything > 3e6
+    assert ui_state(at).freeze_config().preset == "none"
+
+    at.radio(key="layers_kind").set_value("last").run()
+    at.slider(key="layers_last_n").set_value(2).run()
+    last2 = _count(metric(at, "Parameters that learn"))
+    assert head < last2 < everything
+    assert ui_state(at).freeze_config().preset == "last:2"
+
+    # untick one group in the middle: an explicit list overrides the preset
+    at.radio(key="layers_kind").set_value("head").run()
+    at.toggle(key="layers_freeze_stage_3").set_value(False).run()
+    assert not at.exception
+    fc = ui_state(at).freeze_config()
+    assert fc.frozen_groups is not None and "stage_3" not in fc.frozen_groups and "stem" in fc.frozen_groups
+    custom = _count(metric(at, "Parameters that learn"))
+    assert head < custom < everything
+    assert "Custom" in texts(at)
+    assert metric(at, "Expected time") not in ("", "–")
+
+
+# -- Train -----------------------------------------------------------------------------------------
+
+def test_train_start_runs_a_job_to_the_end_and_shows_it(env):
+    remember(env / "workspace", train={"epochs": 1})
+    at = app("pages/4_Train.py")
+    assert at.number_input(key="train_epochs").value == 1
+    at.button(key="train_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = jobs.active_job()
+    assert job is not None, [e.value for e in at.error]
+    assert Path(job.run_dir).parent == env / "runs"
+    assert ui_state(at).run_dir == job.run_dir
+    cfg = RunFolder.open(job.run_dir).config()
+    assert cfg.train.epochs == 1 and cfg.freeze.preset == "head" and cfg.data.root == str(sample_dir())
+    _wait_job()
+    assert RunFolder(Path(job.run_dir)).state == "finished", RunFolder(Path(job.run_dir)).status()
+    at.run()
+    assert not at.exception
+    assert any("Training finished" in s.value for s in at.success)
+    assert metric(at, "Epoch") == "1 / 1"
+    assert len(at.get("plotly_chart")) >= 1
+
+
+def _start_slow_run(at: AppTest) -> jobs.Job:
+    """Start a run that trains every layer (slow on a CPU) so there is time to stop it."""
+    at.button(key="train_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = jobs.active_job()
+    assert job is not None, [e.value for e in at.error]
+    deadline = time.time() + 180
+    while time.time() < deadline and not RunFolder(job.run.path).events(("on_fit_start",)):
+        time.sleep(0.5)
+    assert job.alive, RunFolder(job.run.path).status()
+    return job
+
+
+def test_stop_stops_the_run(env):
+    remember(env / "workspace", freeze={"preset": "none", "frozen_groups": None, "layer_lr_decay": 1.0},
+             train={"epochs": 5, "batch_size": 8})
+    at = app("pages/4_Train.py")
+    job = _start_slow_run(at)
+    at.run()
+    assert not at.button(key="train_stop").disabled
+    assert at.button(key="train_start").disabled  # one run at a time
+    t0 = time.time()
+    at.button(key="train_stop").click().run()
+    assert not at.exception
+    job.thread.join(120)
+    assert not job.alive
+    assert time.time() - t0 < 120
+    assert RunFolder(job.run.path).state == "stopped"
+    at.run()
+    assert any("Stopped by you" in i.value for i in at.info)
+
+
+def test_refresh_during_training_reattaches_and_stop_works_from_the_new_session(env):
+    remember(env / "workspace", freeze={"preset": "none", "frozen_groups": None, "layer_lr_decay": 1.0},
+             train={"epochs": 5, "batch_size": 8})
+    first = app("pages/4_Train.py")
+    job = _start_slow_run(first)
+
+    # a refresh is a new session: nothing in session_state, only what the server and the disk know
+    remember(env / "workspace", run_dir=None)
+    second = app("pages/4_Train.py")
+    assert ui_state(second).run_dir == job.run_dir
+    assert f"`{job.run_dir}`" in texts(second)
+    assert "This run" in [s.value for s in second.subheader]
+    assert not second.button(key="train_stop").disabled
+    second.button(key="train_stop").click().run()
+    assert not second.exception
+    job.thread.join(120)
+    assert RunFolder(job.run.path).state == "stopped"
+    # other pages stay usable and see the same run
+    second.switch_page("pages/1_Data.py").run()
+    assert not second.exception
+
+
+def test_other_pages_usable_while_training(env):
+    remember(env / "workspace", freeze={"preset": "none", "frozen_groups": None, "layer_lr_decay": 1.0},
+             train={"epochs": 5, "batch_size": 8})
+    at = app("pages/4_Train.py")
+    job = _start_slow_run(at)
+    for page in ("pages/1_Data.py", "pages/3_Layers.py", "pages/5_Results.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+    assert job.alive
+    job.stop_event.set()
+    job.thread.join(120)
+
+
+def test_past_runs_listed_after_restart_including_interrupted(env, trained_run, monkeypatch):
+    # a run that says "running" but whose process is gone (the server was killed)
+    runs = env / "runs"
+    ghost = RunFolder.create(RunConfig(data=DataConfig(root=str(sample_dir()))), runs)
+    ghost.write_status("running", "Epoch 1 of 10 done.", epoch=1, epochs=10)
+    status = json.loads((ghost.path / "status.json").read_text())
+    status["pid"] = 999_999_999
+    (ghost.path / "status.json").write_text(json.dumps(status))
+    import shutil
+
+    shutil.copytree(trained_run, runs / trained_run.name)
+    remember(env / "workspace")
+    at = app("pages/4_Train.py")
+    table = at.dataframe[-1].value
+    assert set(table["State"]) == {"finished", "failed"}
+    assert len(list_runs(runs)) == 2
+    assert trained_run.name in set(table["Run folder"])
+    # the Results page offers the runs that have a model, and picking one makes it the current run
+    at.switch_page("pages/5_Results.py").run()
+    assert not at.exception
+    picker = at.selectbox(key="results_run")
+    assert picker.options and len(picker.options) == 1  # the interrupted run has no weights
+    assert picker.value == str(runs / trained_run.name)
+    assert metric(at, "Accuracy").endswith("%")
+
+
+# -- Results and Try -------------------------------------------------------------------------------
+
+def test_results_page_metrics_confusion_and_cells(env, trained_run, monkeypatch):
+    _use_trained(env, trained_run, monkeypatch)
+    at = app("pages/5_Results.py")
+    assert not at.error, [e.value for e in at.error]
+    acc = metric(at, "Accuracy")
+    assert acc.endswith("%")
+    assert "Confusion matrix" in [s.value for s in at.subheader]
+    per_class = at.dataframe[0].value
+    assert set(per_class["Category"]) == {"bag", "sandal", "sneaker", "t-shirt", "trouser"}
+    assert {"Precision", "Recall", "F1"} <= set(per_class.columns)
+    assert (trained_run / "eval_val.json").is_file()
+    # choose a cell with the select boxes (the fallback for clicking the heat map)
+    at.selectbox(key="results_true").set_value("trouser").run()
+    at.selectbox(key="results_pred").set_value("trouser").run()
+    assert not at.exception
+    assert any("of *trouser* that the model called *trouser* (right)" in m.value for m in at.markdown)
+
+
+def test_try_page_classifies_an_upload_and_offers_downloads(env, trained_run, monkeypatch):
+    _use_trained(env, trained_run, monkeypatch)
+    at = app("pages/6_Try_and_export.py")
+    photo = sorted((sample_dir() / "trouser").iterdir())[-1]
+    at.file_uploader(key="try_upload").set_value((photo.name, photo.read_bytes(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    verdicts = [s.value for s in at.success] + [w.value for w in at.warning]
+    assert any("sure" in v for v in verdicts)
+    # the threshold moves the "not sure" line
+    at.slider(key="try_threshold").set_value(1.0).run()
+    assert any("Not sure" in w.value for w in at.warning)
+    assert {b.label for b in at.get("download_button")} >= {"Download the bundle (.zip)", "ONNX (.onnx)",
+                                                             "TorchScript (.pt)"}
+
+
+def test_try_page_bad_upload_is_explained(env, trained_run, monkeypatch):
+    _use_trained(env, trained_run, monkeypatch)
+    at = app("pages/6_Try_and_export.py")
+    at.file_uploader(key="try_upload").set_value(("holiday.png", b"this is not a picture", "image/png")).run()
+    assert not at.exception
+    assert at.error, "a broken picture must give a plain message"

@@ -1,0 +1,154 @@
+"""The plain-Python helpers behind the pages: remembered choices, run picking, live progress and the
+time estimate."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tl_core import estimate, ui_support
+from tl_core.config import DataConfig, FreezeConfig, RunConfig, TrainConfig
+from tl_core.runs import RunFolder
+from tl_core.sample_data import sample_dir
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TL_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("TL_WORKSPACE", str(tmp_path / "ws"))
+    return tmp_path
+
+
+def test_ui_state_round_trip_and_bad_values_dropped(dirs):
+    state = ui_support.UIState(data_root=str(sample_dir()), data_source="sample", val_fraction=0.3,
+                               model_name="resnet18", freeze={"preset": "last:2", "frozen_groups": None},
+                               train={"epochs": 3})
+    ui_support.save_ui_state(state)
+    back = ui_support.load_ui_state()
+    assert back == state
+    assert back.train_config().epochs == 3 and back.freeze_config().preset == "last:2"
+    raw = json.loads(ui_support.ui_state_path().read_text())
+    raw.update(val_fraction=7, freeze={"preset": "bogus"}, train={"epochs": -1}, unknown=1)
+    ui_support.ui_state_path().write_text(json.dumps(raw))
+    back = ui_support.load_ui_state()
+    assert back.val_fraction == 0.2 and back.freeze_config().preset == "head" and back.train == {}
+
+
+def test_missing_data_folder_is_forgotten(dirs):
+    ui_support.save_ui_state(ui_support.UIState(data_root=str(dirs / "gone")))
+    assert ui_support.load_ui_state().data_root is None
+
+
+def test_state_recovered_from_newest_run_when_workspace_is_lost(dirs):
+    cfg = RunConfig(data=DataConfig(root=str(sample_dir()), val_fraction=0.25),
+                    freeze=FreezeConfig(preset="last:1"), train=TrainConfig(epochs=4))
+    run = RunFolder.create(cfg, dirs / "runs")
+    state = ui_support.load_ui_state()
+    assert state.run_dir == str(run.path)
+    assert state.data_root == str(sample_dir()) and state.val_fraction == 0.25
+    assert state.freeze_config().preset == "last:1" and state.train_config().epochs == 4
+
+
+def test_pick_run_to_show_prefers_active_then_session_then_running_then_newest(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for p in (a, b):
+        p.mkdir()
+        (p / "config.json").write_text("{}")
+    runs = [{"path": str(b), "state": "finished"}, {"path": str(a), "state": "running"}]
+    assert ui_support.pick_run_to_show(str(b), "/active", runs) == "/active"
+    assert ui_support.pick_run_to_show(str(b), None, runs) == str(b)
+    assert ui_support.pick_run_to_show(None, None, runs) == str(a)
+    assert ui_support.pick_run_to_show(None, None, runs[:1]) == str(b)
+    assert ui_support.pick_run_to_show(None, None, []) is None
+
+
+def test_freeze_from_toggles_maps_back_to_presets():
+    names = ["stem", "stage_1", "stage_2", "final", "classifier"]
+    assert ui_support.freeze_from_toggles(names, ["stem", "stage_1", "stage_2", "final"])["preset"] == "head"
+    assert ui_support.freeze_from_toggles(names, [])["preset"] == "none"
+    d = ui_support.freeze_from_toggles(names, ["stem", "stage_1"])
+    assert d == {"preset": "last:2", "frozen_groups": None, "layer_lr_decay": 1.0}
+    d = ui_support.freeze_from_toggles(names, ["stem", "stage_2"])
+    assert d["frozen_groups"] == ["stem", "stage_2"] and d["preset"] == "last:2"
+    FreezeConfig(**d)  # valid
+
+
+def test_live_view_from_run_events(dirs):
+    run = RunFolder.create(RunConfig(data=DataConfig(root=str(sample_dir())), train=TrainConfig(epochs=4)),
+                           dirs / "runs")
+    run.write_status("running", "Preparing")
+    run.append_event({"event": "on_prepare", "stage": "features", "done": 10, "total": 40, "time": time.time()})
+    view = ui_support.live_view(run.path)
+    assert view.active and view.prepare["done"] == 10
+    assert "Computing features" in view.progress_text()
+    run.append_event({"event": "on_fit_start", "info": {"epochs": 4}, "time": time.time()})
+    run.append_event({"event": "on_batch_end", "step": 5, "logs": {"progress": 0.3, "images_per_sec": 50.0},
+                      "time": time.time()})
+    logs = {"train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 0.9, "val_accuracy": 0.6, "eta_seconds": 30.0,
+            "epoch_seconds": 10.0, "best_val_accuracy": 0.6, "images_per_sec": 48.0}
+    run.append_event({"event": "on_epoch_end", "epoch": 1, "logs": logs, "time": time.time()})
+    run.append_event({"event": "on_warning", "kind": "overfitting", "message": "memorising", "time": time.time()})
+    view = ui_support.live_view(run.path)
+    assert view.prepare is None and view.epoch == 1 and view.epochs == 4
+    assert view.fraction == pytest.approx(0.3)
+    assert 20 <= view.eta_seconds <= 30
+    assert view.warnings[0]["kind"] == "overfitting"
+    assert "Epoch 2 of 4" in view.progress_text() and "50 images/s" in view.progress_text()
+    run.write_status("stopped", "Stopped by you.")
+    view = ui_support.live_view(run.path)
+    assert not view.active and view.eta_seconds is None
+
+
+def test_split_counts_and_formatting():
+    assert ui_support.split_counts({"a": 10, "b": 1, "c": 2}, 0.2) == {"a": (8, 2), "b": (1, 0), "c": (1, 1)}
+    assert ui_support.format_seconds(0.2) == "under a second"
+    assert ui_support.format_seconds(42) == "42 s"
+    assert ui_support.format_seconds(600) == "10 min"
+    assert ui_support.format_params(3_400_000) == "3.4 M" and ui_support.format_params(6405) == "6 k"
+
+
+def test_upload_limit_read_from_streamlit_config(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[server]\nmaxUploadSize = 123\n")
+    assert ui_support.upload_limit_mb(cfg) == 123
+    assert ui_support.upload_limit_mb() == 500  # the repository's .streamlit/config.toml
+
+
+def test_ui_support_does_not_import_streamlit():
+    src = Path(ui_support.__file__).read_text() + Path(estimate.__file__).read_text()
+    assert "import streamlit" not in src
+
+
+# -- estimate --------------------------------------------------------------------------------------
+
+def test_estimate_measures_and_scales_with_images_and_preset():
+    estimate.clear_cache()
+    head = estimate.estimate_run("mobilenetv3_small_100", 100, 0.2, FreezeConfig(preset="head"), num_classes=3)
+    assert head.mode == "features"
+    assert head.n_train == 80 and head.n_val == 20
+    assert head.prepare_seconds > 0 and head.epoch_seconds >= 0
+    # the frozen prefix runs once, so later epochs are far cheaper than the preparation
+    assert head.epoch_seconds < head.prepare_seconds
+    again = estimate.estimate_run("mobilenetv3_small_100", 200, 0.2, FreezeConfig(preset="head"), num_classes=3)
+    assert again.measurement is head.measurement  # cached per process
+    assert again.prepare_seconds == pytest.approx(2 * head.prepare_seconds, rel=1e-6)
+    full = estimate.estimate_run("mobilenetv3_small_100", 100, 0.2, FreezeConfig(preset="none"), num_classes=3)
+    assert full.mode == "full" and full.measurement.trainable_params > head.measurement.trainable_params
+    assert full.total_seconds(10) > full.epoch_seconds
+
+
+def test_estimate_quick_path_and_background_timing():
+    estimate.clear_cache()
+    assert estimate.estimate_if_known("mobilenetv3_small_100", 100) is None
+    waiting = estimate.measure_forward_in_background(["mobilenetv3_small_100"])
+    assert waiting == ["mobilenetv3_small_100"]
+    deadline = time.time() + 120
+    while estimate.cached_forward("mobilenetv3_small_100") is None and time.time() < deadline:
+        time.sleep(0.2)
+    quick = estimate.estimate_if_known("mobilenetv3_small_100", 100, preset="head")
+    assert quick is not None and quick.mode == "features"
+    rough = estimate.estimate_if_known("mobilenetv3_small_100", 100, preset="none")
+    assert rough.mode == "full" and rough.epoch_seconds > quick.epoch_seconds
+    assert estimate.measure_forward_in_background(["mobilenetv3_small_100"]) == []

@@ -1,0 +1,228 @@
+"""End to end in a real browser: upload a folder, train, look at the results, try a picture.
+
+Starts ``streamlit run app.py`` on a free port (runs, workspace and caches in a temporary folder)
+and drives Debian's Chromium headless through Playwright. Screenshots of every page go to
+``test-artifacts/`` (git-ignored) so a person can look at them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+CLASSES = ("bag", "sandal", "trouser")
+PER_CLASS = 12
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium")
+    pytest.importorskip("playwright.sync_api")
+    tmp = tmp_path_factory.mktemp("e2e")
+    # the feature and converted-weights cache is shared with the other tests (see conftest.py)
+    cache = tmp_path_factory.getbasetemp() / "tl-cache"
+    env = dict(os.environ, TL_RUNS_DIR=str(tmp / "runs"), TL_WORKSPACE=str(tmp / "workspace"),
+               TL_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    port = _free_port()
+    log = open(tmp / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield {"url": url, "tmp": tmp, "log": tmp / "streamlit.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def picture_folder(tmp_path_factory) -> Path:
+    """3 classes x 12 pictures from the bundled sample, as a user's folder ``my-clothes/<class>/``."""
+    from tl_core.sample_data import sample_dir
+
+    root = tmp_path_factory.mktemp("upload") / "my-clothes"
+    for c in CLASSES:
+        (root / c).mkdir(parents=True)
+        for f in sorted((sample_dir() / c).iterdir())[:PER_CLASS]:
+            shutil.copy(f, root / c / f.name)
+    return root
+
+
+def _nav(page, label: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a', has_text=label).first.click()
+
+
+def _wait_idle(page, timeout: float = 60_000) -> None:
+    """Until Streamlit has finished running the script and no spinner is left."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSpinner\"]')", timeout=timeout)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+
+
+def _shot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
+        "[data-testid=\"stMainBlockContainer\"]')].map(e => e.scrollHeight), 1000)")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 80, 8000)})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.set_viewport_size(size)
+
+
+def test_upload_train_results_try(server, picture_folder):
+    from playwright.sync_api import expect, sync_playwright
+
+    t0 = time.time()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(server["url"])
+            expect(page.get_by_text("Transfer Lab", exact=False).first).to_be_visible(timeout=90_000)
+            expect(page.get_by_role("button", name="Try it with the sample data")).to_be_visible()
+            _wait_idle(page)
+            _shot(page, "0_home")
+
+            # Data: drag in a folder (Playwright fills the webkitdirectory input with the folder).
+            _nav(page, "Data")
+            folder_input = page.locator('input[type="file"][webkitdirectory]')
+            expect(folder_input).to_have_count(1, timeout=60_000)
+            folder_input.set_input_files(str(picture_folder))
+            expect(page.get_by_text(f"Saved {len(CLASSES) * PER_CLASS} files")).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("What is in your data")).to_be_visible(timeout=60_000)
+            for c in CLASSES:
+                expect(page.get_by_text(f"{c} · {PER_CLASS} pictures")).to_be_visible(timeout=60_000)
+            expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+            _wait_idle(page)
+            _shot(page, "1_data")
+
+            # Layers: keep the default preset, look at the drawing and the cost.
+            _nav(page, "Layers")
+            expect(page.get_by_text("Parameters that learn")).to_be_visible(timeout=90_000)
+            _wait_idle(page, 120_000)
+            _shot(page, "3_layers")
+
+            # Train: two epochs, Start, wait for the live curves.
+            _nav(page, "Train")
+            epochs = page.get_by_role("spinbutton", name="Epochs (passes over your pictures)")
+            expect(epochs).to_be_visible(timeout=60_000)
+            epochs.fill("2")
+            epochs.press("Enter")
+            _wait_idle(page)
+            expect(epochs).to_have_value("2")
+            _wait_idle(page)
+            page.get_by_role("button", name="Start training").click()
+            # points on the live chart: plotly draws markers as paths inside .scatterlayer
+            page.wait_for_function(
+                "() => document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .scatterlayer .trace .points path')"
+                ".length > 0", timeout=150_000)
+            expect(page.get_by_text("Training finished")).to_be_visible(timeout=150_000)
+            _wait_idle(page)
+            _shot(page, "4_train")
+
+            # Results: the confusion matrix.
+            _nav(page, "Results")
+            expect(page.get_by_text("Confusion matrix", exact=True)).to_be_visible(timeout=90_000)
+            expect(page.locator('[data-testid="stPlotlyChart"] .heatmaplayer, '
+                                '[data-testid="stPlotlyChart"] .hm').first).to_be_attached(timeout=90_000)
+            expect(page.get_by_text("Accuracy").first).to_be_visible()
+            _wait_idle(page, 120_000)
+            # click the (sandal, sandal) cell: its pictures are listed below the matrix
+            chart = page.locator('[data-testid="stPlotlyChart"]').filter(
+                has=page.locator(".heatmaplayer")).first
+            drag = chart.locator(".nsewdrag").first
+            drag.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            box = drag.bounding_box()
+            row = col = CLASSES.index("sandal")
+            n = len(CLASSES)
+            page.mouse.click(box["x"] + (col + 0.5) * box["width"] / n, box["y"] + (row + 0.5) * box["height"] / n)
+            expect(page.get_by_text("that the model called sandal (right)", exact=False)).to_be_visible(
+                timeout=60_000)
+            _wait_idle(page, 120_000)
+            expect(page.get_by_text("Where it looked", exact=False)).to_be_visible(timeout=120_000)
+            _wait_idle(page, 120_000)
+            _shot(page, "5_results")
+
+            # Try: one picture through the uploader.
+            _nav(page, "Try & export")
+            expect(page.get_by_text("Try it", exact=True)).to_be_visible(timeout=90_000)
+            photo = sorted((picture_folder / "sandal").iterdir())[-1]
+            page.locator('input[type="file"]:not([webkitdirectory])').first.set_input_files(str(photo))
+            expect(page.get_by_text("sure").first).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("Red: the parts", exact=False)).to_be_visible(timeout=120_000)
+            _wait_idle(page, 120_000)
+            _shot(page, "6_try")
+            # take the model home: the bundle is made on click and arrives as a zip
+            with page.expect_download(timeout=120_000) as dl:
+                page.get_by_role("button", name="Download the bundle (.zip)").click()
+            bundle = Path(dl.value.path())
+            import zipfile
+
+            with zipfile.ZipFile(bundle) as zf:
+                names = zf.namelist()
+            assert any(n.endswith("model.safetensors") for n in names), names
+            assert any(n.endswith("labels.json") for n in names), names
+
+            # Model page last: it times every model in the background (kept away from the training).
+            _nav(page, "Model")
+            expect(page.get_by_text("Chosen:")).to_be_visible(timeout=60_000)
+            _wait_idle(page)
+            _shot(page, "2_model")
+            exceptions = page.locator('[data-testid="stException"]')
+            assert exceptions.count() == 0
+        except Exception:
+            _shot(page, "failure")
+            print(Path(server["log"]).read_text()[-5000:])
+            raise
+        finally:
+            browser.close()
+    assert time.time() - t0 < 300

@@ -1,0 +1,572 @@
+"""Take the model home: a self-contained bundle, ONNX, TorchScript, and a model card.
+
+* **bundle** (also called "safetensors"): ``model.safetensors`` + ``labels.json`` +
+  ``preprocessing.json`` + ``predict.py`` (needs only torch, timm, Pillow) + ``MODEL_CARD.md`` +
+  ``config.json``. The config copy makes the bundle folder a valid run folder, so
+  ``tl predict BUNDLE IMAGE`` and :func:`tl_core.inference.load_run_model` load it as they load a run.
+* **ONNX** (opset :data:`ONNX_OPSET`) and **TorchScript**: the network alone (input: the
+  normalised float batch ``(N, 3, S, S)`` with a free batch size; output: logits, apply softmax
+  for probabilities); class names and preprocessing are stored inside the file as metadata.
+
+An export that silently computes something else is worse than no export, so ONNX and TorchScript
+are checked as part of exporting: the exported file is run (onnxruntime / ``torch.jit.load``) on
+real images -- up to a few of the run's validation photos plus generated pictures -- with a batch
+size different from the one used for export, and its outputs must equal PyTorch's within
+:data:`PARITY_TOLERANCE`, otherwise the export fails with an :class:`ExportError`:
+
+* probabilities (softmax of the logits, what users read) within 1e-4 absolute, and
+* logits within 1e-4 absolute where ``|logit| <= 1``, and within 1e-4 *relative* beyond.
+
+Why relative for large logits: float32 carries about 7 significant digits and a different kernel
+order (onnxruntime folds BatchNorm into the convolutions, for instance) changes the last ones. A
+randomly initialised ``tf_efficientnet_lite2`` has logits around +-24 and shows absolute logit
+differences of 6-9e-5 (1e-5 relative) against onnxruntime while its probabilities agree to 1e-8;
+a fixed absolute bound on unbounded numbers would refuse correct exports of confident models.
+The report gives all three numbers (``max_abs_diff``, ``max_scaled_diff``, ``max_prob_diff``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import RunError, TransferLabError
+from .runs import CONFIG_FILE, LABELS_FILE, PREPROCESSING_FILE, WEIGHTS_FILE, RunFolder, write_json_atomic
+
+EXPORT_FORMATS = ("bundle", "safetensors", "onnx", "torchscript")
+# Opset 17 runs on every onnxruntime since 1.13 and on most mobile/edge runtimes. The legacy
+# TorchScript-based exporter produces it directly; torch's new dynamo exporter starts at opset 18
+# and cannot convert these graphs down to 17, so it is only the fallback (and then says 18).
+ONNX_OPSET = 17
+ONNX_FALLBACK_OPSET = 18
+PARITY_TOLERANCE = 1e-4
+PREDICT_SCRIPT = "predict.py"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
+MAX_CHECK_IMAGES = 4
+
+
+class ExportError(TransferLabError):
+    """An export could not be written or did not reproduce the model's outputs."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+def _open(run_dir: str | Path) -> RunFolder:
+    run = RunFolder.open(run_dir)
+    if not run.has_weights():
+        raise RunError(f"Run {run.run_id} has no saved weights yet (it stopped before the first epoch ended), "
+                       "so there is nothing to export.")
+    return run
+
+
+def _atomic_path(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _generated_images(size: int) -> list[Image.Image]:
+    """Deterministic pictures with real structure (gradients, edges, texture), not only noise."""
+    s = max(32, size)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / (s - 1)
+    gradient = np.stack([xx, yy, 1.0 - xx], axis=-1)
+    checker = ((np.floor(xx * 8) + np.floor(yy * 8)) % 2)[..., None] * np.array([0.9, 0.6, 0.2], np.float32)
+    rings = (0.5 + 0.5 * np.sin(30 * np.hypot(xx - 0.4, yy - 0.6)))[..., None] * np.array([0.3, 0.8, 0.5], np.float32)
+    noise = np.random.default_rng(0).random((s, s * 3 // 2, 3), dtype=np.float32)  # not square: exercises the crop
+    return [Image.fromarray((np.clip(a, 0, 1) * 255).astype(np.uint8), "RGB")
+            for a in (gradient, checker, rings, noise)]
+
+
+def check_images(run_dir: str | Path, size: int, limit: int = MAX_CHECK_IMAGES) -> list[Image.Image]:
+    """Images for the parity check: a few of the run's validation photos (when they are still on
+    disk) plus generated pictures, so the check never depends on the user's files being there."""
+    from .evaluate import _loader, _record_parts
+
+    run = RunFolder(Path(run_dir))
+    images: list[Image.Image] = []
+    load = _loader()
+    root = None
+    try:
+        root = Path(run.config().data.root)
+    except TransferLabError:
+        pass
+    for rec in (run.summary().get("val_records") or [])[: limit * 3]:
+        if len(images) >= limit:
+            break
+        try:
+            path = Path(_record_parts(rec)[0])
+            if not path.is_absolute() and root is not None and not path.exists():
+                path = root / path
+            images.append(load(str(path)))
+        except Exception:  # noqa: BLE001 - a moved or broken photo just is not used for the check
+            continue
+    return images + _generated_images(size)
+
+
+def parity(out: np.ndarray, ref: np.ndarray) -> dict:
+    """How far exported logits ``out`` are from PyTorch's ``ref`` (see the module docstring)."""
+    out64, ref64 = out.astype(np.float64), ref.astype(np.float64)
+    diff = np.abs(out64 - ref64)
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    result = {"max_abs_diff": float(diff.max()),
+              "max_scaled_diff": float((diff / np.maximum(1.0, np.abs(ref64))).max()),
+              "max_prob_diff": float(np.abs(softmax(out64) - softmax(ref64)).max())}
+    result["ok"] = bool(result["max_scaled_diff"] <= PARITY_TOLERANCE and result["max_prob_diff"] <= PARITY_TOLERANCE)
+    return result
+
+
+def _check_batch(loaded: Any, images: list[Image.Image]) -> tuple[torch.Tensor, np.ndarray]:
+    x = loaded.preprocessing.to_input(images, "cpu")
+    with torch.inference_mode():
+        ref = loaded.model(x).float().numpy()
+    return x, ref
+
+
+def _metadata(loaded: Any) -> dict[str, str]:
+    prep = loaded.preprocessing.to_dict()
+    return {"labels": json.dumps(list(loaded.classes)), "preprocessing": json.dumps(prep),
+            "model": loaded.model_name, "output": "logits (apply softmax for probabilities)",
+            "input": f"float32 (N, 3, {prep['size']}, {prep['size']}), RGB, resized + centre-cropped, "
+                     "divided by 255, then (x - mean) / std", "producer": "Transfer Lab"}
+
+
+def _load(run: RunFolder):
+    from .inference import load_run_model
+
+    return load_run_model(run.path, device="cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# Bundle
+# ----------------------------------------------------------------------------------------------
+def bundle_preprocessing(run_dir: str | Path) -> dict:
+    """The run's preprocessing plus what a stand-alone user needs: model name, class count, opset."""
+    run = RunFolder.open(run_dir)
+    prep = dict(run.preprocessing())
+    prep.update({"model": run.config().model.name, "num_classes": len(run.labels()), "onnx_opset": ONNX_OPSET,
+                 "crop": f"resize the short side, then centre-crop {prep.get('size')}x{prep.get('size')} "
+                         f"(crop_pct {prep.get('crop_pct', 1.0)})",
+                 "input_scale": "pixel / 255, then (x - mean) / std, RGB channel order, NCHW"})
+    return prep
+
+
+def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the bundle folder and return its path.
+
+    The folder is both a stand-alone package (``python predict.py IMAGE``) and a run folder that
+    :func:`tl_core.inference.load_run_model` (and so ``tl predict``) can open.
+    """
+    run = _open(run_dir)
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; choose a folder name (or a name ending in .zip) for the bundle.")
+    if out.exists() and out.resolve() == run.path.resolve():
+        raise ExportError("Choose another folder for the bundle: it cannot be written into the run folder itself.")
+    labels = run.labels()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copyfile(run.weights_path, out / WEIGHTS_FILE)
+        shutil.copyfile(run.path / CONFIG_FILE, out / CONFIG_FILE)
+        write_json_atomic(out / LABELS_FILE, list(labels))
+        write_json_atomic(out / PREPROCESSING_FILE, bundle_preprocessing(run.path))
+        from .templates import template_text
+
+        (out / PREDICT_SCRIPT).write_text(template_text("predict.py"), encoding="utf-8")
+        (out / MODEL_CARD_FILE).write_text(model_card(run.path), encoding="utf-8")
+    except OSError as err:
+        raise ExportError(f"Could not write the bundle to {out}: {err.strerror or err}.") from None
+    return out
+
+
+def _zip_folder(folder: Path, zip_path: Path, top: str) -> Path:
+    tmp = _atomic_path(zip_path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(folder.iterdir()):
+                if f.is_file():
+                    zf.write(f, f"{top}/{f.name}")
+        os.replace(tmp, zip_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return zip_path
+
+
+def export_bundle_zip(run_dir: str | Path, zip_path: str | Path) -> Path:
+    """The bundle as a ``.zip`` whose files sit in one folder named after the zip."""
+    zip_path = Path(zip_path).expanduser()
+    with tempfile.TemporaryDirectory(prefix="tl-bundle-") as tmp:
+        folder = export_bundle(run_dir, Path(tmp) / "bundle")
+        return _zip_folder(folder, zip_path, zip_path.stem or "model")
+
+
+def bundle_zip_bytes(run_dir: str | Path) -> bytes:
+    """The zipped bundle in memory, for a download button."""
+    run = _open(run_dir)
+    with tempfile.TemporaryDirectory(prefix="tl-bundle-") as tmp:
+        path = export_bundle_zip(run.path, Path(tmp) / f"{run.run_id}-model.zip")
+        return path.read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX
+# ----------------------------------------------------------------------------------------------
+def _torch_onnx_export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> int:
+    """Export with the legacy exporter at opset 17; fall back to the dynamo exporter (opset 18)."""
+    legacy_error: Exception | None = None
+    # deprecation/tracer warnings and the new exporter's progress prints are not for the user
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (example,), str(path), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                              opset_version=ONNX_OPSET,
+                              dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+                              do_constant_folding=True, dynamo=False)
+            return ONNX_OPSET
+        except Exception as err:  # noqa: BLE001 - try the other exporter before giving up
+            legacy_error = err
+        try:
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            torch.onnx.export(model, (example,), str(path), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                              opset_version=ONNX_FALLBACK_OPSET, dynamic_shapes=({0: batch},), dynamo=True,
+                              external_data=False)
+            return ONNX_FALLBACK_OPSET
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(f"This model could not be converted to ONNX ({type(legacy_error).__name__}: "
+                              f"{str(legacy_error)[:200]}; then {type(err).__name__}: {str(err)[:200]}). "
+                              "The bundle and TorchScript exports still work.") from None
+
+
+def check_onnx(path: str | Path, run_dir: str | Path, images: list[Image.Image] | None = None,
+               loaded: Any = None) -> dict:
+    """How far onnxruntime's outputs are from PyTorch's on real images: :func:`parity`'s dict."""
+    import onnxruntime as ort
+
+    run = RunFolder.open(run_dir)
+    loaded = loaded or _load(run)
+    images = images or check_images(run.path, loaded.preprocessing.size)
+    x, ref = _check_batch(loaded, images)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    if out.shape != ref.shape:
+        raise ExportError(f"The ONNX model gives outputs of shape {out.shape}, PyTorch {ref.shape}.")
+    return parity(out, ref)
+
+
+def export_onnx(run_dir: str | Path, out_path: str | Path, report: dict | None = None) -> Path:
+    """Write ``out_path`` (.onnx), verified with onnxruntime; ``report`` (if given) receives the
+    opset, the number of check images and the largest difference found."""
+    import onnx
+
+    run = _open(run_dir)
+    loaded = _load(run)
+    out = Path(out_path).expanduser()
+    images = check_images(run.path, loaded.preprocessing.size)
+    example = loaded.preprocessing.to_input(images[:2], "cpu")
+    tmp = _atomic_path(out)
+    try:
+        opset = _torch_onnx_export(loaded.model, example, tmp)
+        proto = onnx.load(str(tmp))
+        meta = {**_metadata(loaded), "opset": str(opset)}
+        del proto.metadata_props[:]
+        for key, value in meta.items():
+            proto.metadata_props.add(key=key, value=value)
+        proto.doc_string = f"{loaded.model_name} fine-tuned with Transfer Lab on: {', '.join(loaded.classes)}"
+        onnx.save(proto, str(tmp))
+        check = check_onnx(tmp, run.path, images, loaded)
+        if not check["ok"]:
+            raise ExportError(f"The ONNX file does not reproduce the model (logits differ by up to "
+                              f"{check['max_abs_diff']:.1e}, probabilities by {check['max_prob_diff']:.1e}; allowed "
+                              f"{PARITY_TOLERANCE:.0e}); it was not saved. Use the bundle or TorchScript instead.")
+        os.replace(tmp, out)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, (KeyboardInterrupt, SystemExit, TransferLabError)):
+            raise
+        raise ExportError(f"The ONNX export failed ({type(err).__name__}: {str(err)[:200]}). "
+                          "The bundle and TorchScript exports still work.") from None
+    if report is not None:
+        report.update({"format": "onnx", "opset": opset, **check, "images": len(images), "path": str(out)})
+    return out
+
+
+def onnx_bytes(run_dir: str | Path) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="tl-onnx-") as tmp:
+        return export_onnx(run_dir, Path(tmp) / "model.onnx").read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------
+# TorchScript
+# ----------------------------------------------------------------------------------------------
+def check_torchscript(path: str | Path, run_dir: str | Path, images: list[Image.Image] | None = None,
+                      loaded: Any = None) -> dict:
+    """How far the TorchScript file's outputs are from PyTorch's: :func:`parity`'s dict."""
+    run = RunFolder.open(run_dir)
+    loaded = loaded or _load(run)
+    images = images or check_images(run.path, loaded.preprocessing.size)
+    x, ref = _check_batch(loaded, images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    with torch.inference_mode():
+        out = scripted(x).float().numpy()
+    if out.shape != ref.shape:
+        raise ExportError(f"The TorchScript model gives outputs of shape {out.shape}, PyTorch {ref.shape}.")
+    return parity(out, ref)
+
+
+def export_torchscript(run_dir: str | Path, out_path: str | Path, report: dict | None = None) -> Path:
+    """Write ``out_path`` (.pt, ``torch.jit.trace``), verified like ONNX. Class names and
+    preprocessing are stored as extra files (``torch.jit.load(..., _extra_files=...)``)."""
+    run = _open(run_dir)
+    loaded = _load(run)
+    out = Path(out_path).expanduser()
+    images = check_images(run.path, loaded.preprocessing.size)
+    example = loaded.preprocessing.to_input(images[:2], "cpu")
+    tmp = _atomic_path(out)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.no_grad():
+                traced = torch.jit.trace(loaded.model, example, check_trace=False)
+            extra = {"labels.json": json.dumps(list(loaded.classes)),
+                     "preprocessing.json": json.dumps(loaded.preprocessing.to_dict()),
+                     "model.json": json.dumps(_metadata(loaded))}
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+        check = check_torchscript(tmp, run.path, images, loaded)
+        if not check["ok"]:
+            raise ExportError(f"The TorchScript file does not reproduce the model (logits differ by up to "
+                              f"{check['max_abs_diff']:.1e}); "
+                              "it was not saved. Use the bundle or ONNX instead.")
+        os.replace(tmp, out)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, (KeyboardInterrupt, SystemExit, TransferLabError)):
+            raise
+        raise ExportError(f"This model could not be converted to TorchScript ({type(err).__name__}: "
+                          f"{str(err)[:200]}). The bundle and ONNX exports still work.") from None
+    if report is not None:
+        report.update({"format": "torchscript", **check, "images": len(images), "path": str(out)})
+    return out
+
+
+def torchscript_bytes(run_dir: str | Path) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="tl-ts-") as tmp:
+        return export_torchscript(run_dir, Path(tmp) / "model.pt").read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatch
+# ----------------------------------------------------------------------------------------------
+def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
+    """Export in one of :data:`EXPORT_FORMATS` to ``out`` and return the written path.
+
+    bundle/safetensors: ``out`` ending in ``.zip`` writes a zip, anything else a folder.
+    onnx/torchscript: ``out`` is the file; an existing folder gets ``model.onnx``/``model.pt`` inside.
+    """
+    fmt_key = str(fmt or "").strip().lower()
+    if fmt_key not in EXPORT_FORMATS:
+        raise ExportError(f"Unknown export format {fmt!r}. Choose one of: {', '.join(EXPORT_FORMATS)}.")
+    if not str(out or "").strip():
+        raise ExportError("Choose where to save the export (--out PATH).")
+    out = Path(out).expanduser()
+    _open(run_dir)  # plain message for a missing run or missing weights, before any work
+    if fmt_key in ("bundle", "safetensors"):
+        return export_bundle_zip(run_dir, out) if out.suffix.lower() == ".zip" else export_bundle(run_dir, out)
+    default_name = {"onnx": "model.onnx", "torchscript": "model.pt"}[fmt_key]
+    if out.is_dir():
+        out = out / default_name
+    return (export_onnx if fmt_key == "onnx" else export_torchscript)(run_dir, out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model card
+# ----------------------------------------------------------------------------------------------
+def _pct(value: Any) -> str:
+    try:
+        return f"{100 * float(value):.1f}%"
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+def _count(n: Any) -> str:
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        return "?"
+    return f"{n / 1e6:.2f} M" if n >= 1_000_000 else (f"{n / 1e3:.1f} k" if n >= 10_000 else str(n))
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _limits(summary: dict, counts: dict) -> list[str]:
+    """Plain-language known limits: the model card's most important section for a beginner."""
+    out = []
+    problems = summary.get("problems") or []
+    by_kind: dict[str, list[dict]] = {}
+    for p in problems if isinstance(problems, list) else []:
+        if isinstance(p, dict):
+            by_kind.setdefault(str(p.get("kind", "problem")), []).append(p)
+    for kind, items in sorted(by_kind.items()):
+        first = items[0]
+        msg = first.get("message") or kind
+        more = f" ({len(items)} cases)" if len(items) > 1 else ""
+        fix = f" Fix: {first['fix']}" if first.get("fix") else ""
+        out.append(f"**{kind.replace('_', ' ').capitalize()}**{more}: {_cell(msg)}{_cell(fix)}")
+    ratio = summary.get("imbalance_ratio")
+    try:
+        if ratio is not None and float(ratio) >= 3 and "imbalance" not in by_kind:
+            out.append(f"**Imbalance**: the largest class has {float(ratio):.1f} times more training images than "
+                       "the smallest; the model may favour the large classes. Check per-class recall.")
+    except (TypeError, ValueError):
+        pass
+    small = [c for c, n in counts.items() if isinstance(n, (int, float)) and n < 30]
+    if small:
+        out.append(f"**Few examples** for {', '.join(map(str, small))} (under 30 training images): results on "
+                   "new photos may vary more than the validation score suggests.")
+    out.append("The model only knows the classes above: it always answers one of them, even for a photo "
+               "of something else entirely.")
+    out.append("The validation score comes from photos like the training ones; photos taken elsewhere "
+               "(other camera, light, background) can score lower.")
+    return out
+
+
+def model_card(run_dir: str | Path) -> str:
+    """MODEL_CARD.md: data, model and freeze plan, training settings, metrics and known limits."""
+    run = RunFolder.open(run_dir)
+    cfg = run.config()
+    summary = run.summary()
+    try:
+        classes = run.labels()
+    except RunError:
+        classes = list(summary.get("classes") or [])
+    try:
+        prep = run.preprocessing()
+    except RunError:
+        prep = {}
+    counts = summary.get("counts") or {}
+    val_counts = summary.get("val_counts") or {}
+    status = run.status()
+    title = cfg.name or run.run_id
+    lines = [f"# Model card: {title}", "",
+             f"An image classifier that sorts photos into {len(classes)} categories. It was made with Transfer "
+             f"Lab by fine-tuning the pretrained `{cfg.model.name}` network (timm) on a folder of labelled images.",
+             ""]
+    if status.get("state") not in (None, "finished"):
+        lines += [f"> Training state when exported: **{status.get('state')}**. These are the best weights saved "
+                  "so far.", ""]
+
+    lines += ["## Data", "", "| Class | Training images | Validation images |", "|---|---:|---:|"]
+    for c in classes:
+        lines.append(f"| {_cell(c)} | {counts.get(c, '?')} | {val_counts.get(c, '?')} |")
+    if counts:
+        lines.append(f"| **Total** | {sum(v for v in counts.values() if isinstance(v, (int, float)))} | "
+                     f"{sum(v for v in val_counts.values() if isinstance(v, (int, float))) if val_counts else '?'} |")
+    lines += ["", f"Validation share: {_pct(cfg.data.val_fraction)} of the images (split seed {cfg.data.split_seed}).",
+              ""]
+
+    freeze = summary.get("freeze") or {}
+    lines += ["## Model", "",
+              f"- Architecture: `{cfg.model.name}` from timm; pretrained weights: "
+              f"{_cell(summary.get('weights') or cfg.model.weights)}.",
+              f"- Input: {prep.get('size', '?')} x {prep.get('size', '?')} RGB pixels.",
+              f"- Freeze preset: `{cfg.freeze.preset}`."]
+    if freeze:
+        lines.append(f"- Trained parameters: {_count(freeze.get('trainable_params'))} of "
+                     f"{_count(freeze.get('total_params'))}.")
+        groups = freeze.get("groups") or []
+        if groups:
+            lines += ["", "| Layer group | Parameters | Frozen |", "|---|---:|:---:|"]
+            for g in groups:
+                lines.append(f"| {_cell(g.get('label', g.get('name')))} | {_count(g.get('num_params'))} | "
+                             f"{'yes' if g.get('frozen') else 'no (trained)'} |")
+    lines.append("")
+
+    train = summary.get("train") or dataclasses.asdict(cfg.train)
+    if isinstance(train, dict) and "train" in train and isinstance(train["train"], dict):
+        train = train["train"]  # a whole RunConfig dict was stored
+    lr = train.get("lr") if isinstance(train, dict) else None
+    if lr is None:
+        lr = cfg.train.resolved_lr(cfg.freeze.preset)
+    lines += ["## Training settings", ""]
+    for key, label in (("epochs", "Epochs (maximum)"), ("batch_size", "Batch size"),
+                       ("schedule", "Learning-rate schedule"),
+                       ("weight_decay", "Weight decay"), ("warmup_epochs", "Warm-up epochs"),
+                       ("label_smoothing", "Label smoothing"), ("augment", "Augmentation"),
+                       ("balance", "Class balancing"), ("early_stopping_patience", "Early-stopping patience"),
+                       ("seed", "Seed")):
+        if isinstance(train, dict) and key in train:
+            lines.append(f"- {label}: {train[key]}")
+    lines += [f"- Learning rate: {lr}", ""]
+
+    lines += ["## Results", ""]
+    if summary.get("best_val_accuracy") is not None:
+        lines.append(f"- Best validation accuracy: **{_pct(summary['best_val_accuracy'])}**"
+                     + (f" (epoch {summary['best_epoch']})" if summary.get("best_epoch") is not None else ""))
+    epochs = run.epoch_logs()
+    if epochs:
+        lines.append(f"- Epochs trained: {len(epochs)}")
+    from .evaluate import list_evaluations, load_evaluation
+
+    for name in list_evaluations(run.path):
+        try:
+            rep = load_evaluation(run.path, name)
+        except TransferLabError:
+            continue
+        if rep is None:
+            continue
+        where = "validation images" if name == "val" else f"test folder `{rep.data_dir or name}`"
+        lines += ["", f"### On the {where} ({rep.n} images)", "",
+                  f"Accuracy {_pct(rep.accuracy)}, balanced accuracy {_pct(rep.balanced_accuracy)}.", "",
+                  "| Class | Precision | Recall | F1 | Images |", "|---|---:|---:|---:|---:|"]
+        for c, m in rep.per_class.items():
+            lines.append(f"| {_cell(c)} | {_pct(m.get('precision'))} | {_pct(m.get('recall'))} | "
+                         f"{_pct(m.get('f1'))} | {m.get('support', '?')} |")
+    if not summary.get("best_val_accuracy") and not epochs and not list_evaluations(run.path):
+        lines.append("No metrics recorded yet.")
+    lines.append("")
+
+    lines += ["## Known limits", ""] + [f"- {x}" for x in _limits(summary, counts)] + [""]
+
+    lines += ["## How to use it", "",
+              "Every image is prepared the same way as in training (`preprocessing.json`): "
+              f"resize the short side to {prep.get('size', '?')} pixels with {prep.get('interpolation', 'bicubic')} "
+              f"interpolation, centre-crop a {prep.get('size', '?')} x {prep.get('size', '?')} square, divide by 255, "
+              f"subtract mean {tuple(prep.get('mean', ()))} and divide by std {tuple(prep.get('std', ()))} "
+              "(RGB order, NCHW).", "",
+              "- Bundle: `python predict.py photo.jpg` (needs torch, timm, Pillow) prints the top classes as JSON; "
+              "`tl predict <bundle folder> photo.jpg` works too.",
+              f"- ONNX: opset {ONNX_OPSET}, input `{ONNX_INPUT}` "
+              f"(N, 3, {prep.get('size', 'S')}, {prep.get('size', 'S')}), "
+              f"output `{ONNX_OUTPUT}` (apply softmax); labels and preprocessing are in the file's metadata.",
+              "- TorchScript: `torch.jit.load('model.pt')`, same input and output; labels in its extra files.",
+              "", f"Classes in output order: {', '.join(f'`{c}`' for c in classes)}.", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["EXPORT_FORMATS", "ONNX_OPSET", "PARITY_TOLERANCE", "ExportError", "export_bundle", "export_bundle_zip",
+           "export_onnx", "export_torchscript", "export_run", "bundle_zip_bytes", "onnx_bytes", "torchscript_bytes",
+           "model_card", "check_onnx", "check_torchscript", "parity", "check_images", "bundle_preprocessing"]

@@ -1,0 +1,252 @@
+"""Plotly figures for the app, as pure functions of plain data.
+
+Every function takes lists/dicts as they come out of the run folder (``RunFolder.epoch_logs()``,
+``summary.json``, ``EvalReport.to_json()``, ``FreezePlan.to_dict()``) and returns a
+``go.Figure``; none reads files or touches Streamlit, so the same figure can be drawn live on the
+Train page, redrawn after a restart, and tested without a browser.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#ff7f0e"
+# same colours as the Layers page's legend: blue frozen, green trained, orange the new classifier
+FROZEN_COLOR = "#1f77b4"
+TRAINABLE_COLOR = "#2ca02c"
+CLASSIFIER_COLOR = "#ff7f0e"
+LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=20, t=50, b=40),
+              legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="left", x=0))
+
+
+def _num(value: Any) -> float | None:
+    """A finite float or None (missing values and NaN are simply not drawn)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _human(n: Any) -> str:
+    n = _num(n) or 0.0
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{int(n)}"
+
+
+def _series(logs: list[dict], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for i, log in enumerate(logs):
+        y = _num(log.get(key))
+        if y is None:
+            continue
+        x = _num(log.get("epoch"))
+        xs.append(x if x is not None else i + 1)
+        ys.append(y)
+    return xs, ys
+
+
+def _step_positions(batch_events: list[dict]) -> tuple[list[float], list[float]]:
+    """Step losses placed on the epoch axis: a step in epoch ``e`` sits between ``e-1`` and ``e``,
+    at its share of that epoch's steps (estimated from the previous epoch while one is running)."""
+    rows = []
+    for ev in batch_events:
+        logs = ev.get("logs") if isinstance(ev.get("logs"), dict) else ev
+        epoch = _num(ev.get("epoch", logs.get("epoch")))  # the engine puts it in logs
+        loss, step = _num(logs.get("loss")), _num(ev.get("step", logs.get("step")))
+        if loss is not None and step is not None and epoch is not None:
+            rows.append((epoch, step, loss))
+    if not rows:
+        return [], []
+    base = 1.0 if min(r[0] for r in rows) == 0 else 0.0  # accept 0-based epoch numbers too
+    by_epoch: dict[float, list[tuple[float, float]]] = {}
+    for epoch, step, loss in sorted(rows, key=lambda r: (r[0], r[1])):
+        by_epoch.setdefault(epoch + base, []).append((step, loss))
+    xs, ys = [], []
+    prev_end, prev_span = 0.0, None
+    epochs = sorted(by_epoch)
+    for i, e in enumerate(epochs):
+        steps = by_epoch[e]
+        end = steps[-1][0]
+        complete = i < len(epochs) - 1
+        span = (end - prev_end) if complete or prev_span is None else prev_span
+        span = span if span and span > 0 else max(1.0, end - prev_end)
+        for step, loss in steps:
+            xs.append((e - 1) + min(1.0, (step - prev_end) / span))
+            ys.append(loss)
+        prev_end, prev_span = end, span
+    return xs, ys
+
+
+def training_curves(epoch_logs: list[dict], batch_events: list[dict] | None = None) -> go.Figure:
+    """Loss (left) and accuracy (right) per epoch, train and validation, with the step-level
+    training loss as a faint line: the gap between the two curves is what shows overfitting."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (lower is better)", "Accuracy (higher is better)"),
+                        horizontal_spacing=0.1)
+    logs = [log for log in (epoch_logs or []) if isinstance(log, dict)]
+    if batch_events:
+        xs, ys = _step_positions([ev for ev in batch_events if isinstance(ev, dict)])
+        if xs:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="Training loss (each step)",
+                                     line=dict(color=TRAIN_COLOR, width=1), opacity=0.3,
+                                     hovertemplate="epoch %{x:.2f}<br>loss %{y:.4f}<extra></extra>"), row=1, col=1)
+    for key, name, color, col in (("train_loss", "Training loss", TRAIN_COLOR, 1),
+                                  ("val_loss", "Validation loss", VAL_COLOR, 1),
+                                  ("train_accuracy", "Training accuracy", TRAIN_COLOR, 2),
+                                  ("val_accuracy", "Validation accuracy", VAL_COLOR, 2)):
+        xs, ys = _series(logs, key)
+        fmt = "%{y:.1%}" if col == 2 else "%{y:.4f}"
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name,
+                                 line=dict(color=color, width=2, dash="solid" if key.startswith("train") else "dot"),
+                                 hovertemplate=f"epoch %{{x}}<br>{name.lower()} {fmt}<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.02], row=1, col=2)
+    if not logs:
+        fig.add_annotation(text="The curves appear after the first epoch.", showarrow=False,
+                           xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_layout(**LAYOUT, height=360)
+    return fig
+
+
+def class_counts_chart(counts: dict[str, int], val_counts: dict | None = None) -> go.Figure:
+    """Images per class (training, and validation stacked on top when given): imbalance is
+    visible at a glance."""
+    counts = dict(counts or {})
+    classes = list(counts) + [c for c in (val_counts or {}) if c not in counts]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=classes, y=[counts.get(c, 0) for c in classes], name="Training",
+                         marker_color=TRAIN_COLOR, text=[counts.get(c, 0) for c in classes], textposition="inside",
+                         hovertemplate="%{x}: %{y} training images<extra></extra>"))
+    if val_counts:
+        fig.add_trace(go.Bar(x=classes, y=[val_counts.get(c, 0) for c in classes], name="Validation",
+                             marker_color=VAL_COLOR, text=[val_counts.get(c, 0) for c in classes],
+                             textposition="inside", hovertemplate="%{x}: %{y} validation images<extra></extra>"))
+    fig.update_layout(**LAYOUT, barmode="stack", height=320, xaxis_title="class", yaxis_title="images")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def _confusion_parts(report_or_confusion: Any, classes: Sequence[str] | None) -> tuple[list[list[int]], list[str]]:
+    obj = report_or_confusion
+    if hasattr(obj, "confusion") and hasattr(obj, "classes"):  # an EvalReport
+        matrix, names = obj.confusion, obj.classes
+    elif isinstance(obj, dict):
+        matrix, names = obj.get("confusion"), obj.get("classes")
+    else:
+        matrix, names = obj, None
+    names = list(classes) if classes is not None else list(names or [])
+    matrix = [[int(v) for v in row] for row in (matrix or [])]
+    if not names:
+        names = [str(i) for i in range(len(matrix))]
+    if len(matrix) != len(names) or any(len(row) != len(names) for row in matrix):
+        from .errors import TransferLabError
+
+        raise TransferLabError(f"The confusion matrix must be {len(names)} x {len(names)}, one row and one column "
+                               "per class.")
+    return matrix, [str(c) for c in names]
+
+
+def confusion_matrix_figure(report_or_confusion: Any, classes: Sequence[str] | None = None,
+                            normalized: bool = False) -> go.Figure:
+    """Rows = true class, columns = predicted class; each cell shows its count, the hover adds
+    the share of that true class (row-normalised rate). ``normalized`` colours by that rate, which
+    keeps a small class's mistakes visible next to a big class.
+
+    Clicking/selecting a cell gives ``x`` (predicted) and ``y`` (true) labels: pass them to
+    ``EvalReport.cell(y, x)`` to show the images behind it.
+    """
+    matrix, names = _confusion_parts(report_or_confusion, classes)
+    rates = []
+    for row in matrix:
+        total = sum(row)
+        rates.append([(v / total) if total else 0.0 for v in row])
+    custom = [[[matrix[i][j], rates[i][j]] for j in range(len(names))] for i in range(len(names))]
+    fig = go.Figure(go.Heatmap(
+        z=rates if normalized else matrix, x=names, y=names, customdata=custom,
+        text=[[str(v) for v in row] for row in matrix], texttemplate="%{text}", colorscale="Blues",
+        zmin=0, zmax=1 if normalized else max([1] + [v for row in matrix for v in row]),
+        colorbar=dict(title="share" if normalized else "images", tickformat=".0%" if normalized else None),
+        hovertemplate="true: %{y}<br>predicted: %{x}<br>%{customdata[0]} images<br>"
+                      "%{customdata[1]:.1%} of the true class<extra></extra>"))
+    fig.update_xaxes(title_text="predicted class", type="category", side="bottom")
+    fig.update_yaxes(title_text="true class", type="category", autorange="reversed")
+    size = max(320, min(900, 60 * len(names) + 160))
+    fig.update_layout(template="plotly_white", margin=dict(l=40, r=20, t=30, b=40), height=size)
+    return fig
+
+
+def per_class_bars(per_class: dict) -> go.Figure:
+    """Precision, recall and F1 side by side for each class, with the number of images."""
+    names = list(per_class or {})
+    fig = go.Figure()
+    for key, label, color in (("precision", "Precision", TRAIN_COLOR), ("recall", "Recall", VAL_COLOR),
+                              ("f1", "F1", TRAINABLE_COLOR)):
+        ys = [_num(per_class[c].get(key)) or 0.0 for c in names]
+        support = [per_class[c].get("support", "?") for c in names]
+        fig.add_trace(go.Bar(x=names, y=ys, name=label, marker_color=color, customdata=support,
+                             text=[f"{y:.0%}" for y in ys], textposition="outside",
+                             hovertemplate=f"%{{x}}<br>{label.lower()} %{{y:.1%}}<br>%{{customdata}} images"
+                                           "<extra></extra>"))
+    fig.update_layout(**LAYOUT, barmode="group", height=340)
+    fig.update_xaxes(title_text="class", type="category")
+    fig.update_yaxes(title_text="score", tickformat=".0%", range=[0, 1.12])
+    return fig
+
+
+def topk_bars(topk: list[dict]) -> go.Figure:
+    """Horizontal probability bars, most likely class on top."""
+    rows = [(str(t.get("label")), _num(t.get("probability")) or 0.0) for t in (topk or [])]
+    rows.sort(key=lambda r: r[1])  # plotly draws the first bar at the bottom
+    fig = go.Figure(go.Bar(x=[p for _, p in rows], y=[lab for lab, _ in rows], orientation="h",
+                           marker_color=[VAL_COLOR if i == len(rows) - 1 else TRAIN_COLOR for i in range(len(rows))],
+                           text=[f"{p:.1%}" for _, p in rows], textposition="auto",
+                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", title_text="probability")
+    fig.update_yaxes(type="category")
+    fig.update_layout(template="plotly_white", margin=dict(l=20, r=20, t=20, b=40),
+                      height=max(160, 40 * len(rows) + 80), showlegend=False)
+    return fig
+
+
+def layer_groups_figure(groups: list[dict]) -> go.Figure:
+    """The model as a row of blocks from the input (left) to the classifier (right); the block
+    height grows with the parameter count (log scale), colour says frozen, trained or new."""
+    groups = [g for g in (groups or []) if isinstance(g, dict)]
+    labels = [str(g.get("label") or g.get("name")) for g in groups]
+    fig = go.Figure()
+
+    def kind(g: dict) -> str:
+        if g.get("name") == "classifier":
+            return "classifier"
+        return "frozen" if g.get("frozen") else "trained"
+
+    for key, name, color in (("frozen", "Frozen (kept as pretrained)", FROZEN_COLOR),
+                             ("trained", "Trained", TRAINABLE_COLOR),
+                             ("classifier", "New classifier (always trained)", CLASSIFIER_COLOR)):
+        sel = [i for i, g in enumerate(groups) if kind(g) == key]
+        if not sel and key == "classifier":
+            continue
+        fig.add_trace(go.Bar(
+            x=[labels[i] for i in sel], y=[max(1, int(_num(groups[i].get("num_params")) or 0)) for i in sel],
+            name=name, marker_color=color, marker_line=dict(color="#333", width=1),
+            text=[_human(groups[i].get("num_params")) for i in sel], textposition="outside",
+            customdata=[[groups[i].get("name"), groups[i].get("description", "")] for i in sel],
+            hovertemplate="%{x}<br>%{text} parameters<br>%{customdata[1]}<extra></extra>"))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels, title_text="input  →  output")
+    fig.update_yaxes(type="log", title_text="parameters (log scale)")
+    trainable = sum(int(_num(g.get("num_params")) or 0) for g in groups if not g.get("frozen"))
+    total = sum(int(_num(g.get("num_params")) or 0) for g in groups)
+    fig.update_layout(**LAYOUT, barmode="overlay", bargap=0.15, height=340,
+                      title=dict(text=f"Trained: {_human(trainable)} of {_human(total)} parameters", x=0, y=0.98))
+    return fig
+
+
+__all__ = ["training_curves", "class_counts_chart", "confusion_matrix_figure", "per_class_bars", "topk_bars",
+           "layer_groups_figure"]

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Classify images with a model exported from Transfer Lab.
+
+Usage (from anywhere; the model files are read from this script's folder):
+
+    python predict.py photo.jpg other.png some_folder/ [--top-k 3] [--device cpu]
+
+Prints one JSON object per image on its own line:
+    {"image": "photo.jpg", "label": "cat", "probability": 0.97, "top": [{"label": ..., "probability": ...}, ...]}
+
+Needs only torch, timm and Pillow (``pip install torch timm pillow``; timm brings torchvision and
+safetensors with it). The image is prepared exactly as during training (see preprocessing.json):
+resize the short side, centre-crop the square, scale to [0, 1], normalise with mean and std.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+HERE = Path(__file__).resolve().parent
+
+
+def load_bundle(folder: Path, device: str):
+    """The model, its class names and its preprocessing from the bundle folder."""
+    import timm
+    import torch
+    from safetensors.torch import load_file
+
+    labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
+    prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
+    name = prep.get("model")
+    if not name:  # older bundles: the name is in the run configuration
+        name = json.loads((folder / "config.json").read_text(encoding="utf-8"))["model"]["name"]
+    model = timm.create_model(name, pretrained=False, num_classes=len(labels))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+    model.to(device).eval()
+    return model, labels, prep
+
+
+def build_transform(prep: dict):
+    """Resize + centre crop, built by timm from the same settings as in training."""
+    from timm.data import create_transform
+    from torchvision import transforms as T
+
+    size = int(prep["size"])
+    full = create_transform(input_size=(3, size, size), interpolation=prep.get("interpolation", "bicubic"),
+                            crop_pct=float(prep.get("crop_pct", 1.0)), crop_mode=prep.get("crop_mode", "center"),
+                            mean=tuple(prep["mean"]), std=tuple(prep["std"]))
+    return T.Compose([t for t in full.transforms if isinstance(t, (T.Resize, T.CenterCrop))])
+
+
+def to_input(images, prep: dict, transform, device: str):
+    """PIL images -> normalised float batch (N, 3, size, size), the same arithmetic as training."""
+    import numpy as np
+    import torch
+
+    arrays = [torch.from_numpy(np.asarray(transform(im), dtype=np.uint8).copy()).permute(2, 0, 1) for im in images]
+    batch = torch.stack(arrays).to(device)
+    std = torch.tensor(prep["std"], device=device)
+    scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
+    shift = (torch.tensor(prep["mean"], device=device) / std).view(1, 3, 1, 1)
+    return batch.to(torch.float32) * scale - shift
+
+
+MAX_SIDE = 2048  # photos are shrunk to this long side first, as Transfer Lab did while training
+_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+              7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _to_rgb(im):
+    """Any Pillow mode -> 8-bit RGB; transparent areas become white (as in every image viewer)."""
+    import numpy as np
+    from PIL import Image
+
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F", "I;32", "F;32"):
+        a = np.asarray(im).astype(np.float64)
+        if mode.startswith("I;16") and np.asarray(im).dtype.kind == "u":
+            lo, hi = 0.0, 65535.0
+        else:
+            finite = a[np.isfinite(a)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            if lo >= 0 and hi <= 1 and np.asarray(im).dtype.kind == "f":
+                lo, hi = 0.0, 1.0
+            elif lo >= 0 and hi <= 255 and np.asarray(im).dtype.kind != "f":
+                lo, hi = 0.0, 255.0
+            elif lo >= 0 and hi <= 65535:
+                lo, hi = 0.0, 65535.0
+            a = np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo) - lo
+        gray = np.clip(np.rint(a * (255.0 / max(hi - lo, 1e-12))), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode in ("P", "L", "RGB", "1") and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        out = Image.new("RGB", rgba.size, (255, 255, 255))
+        out.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return out
+    if mode == "1":
+        return im.convert("L").convert("RGB")
+    return im.copy() if mode == "RGB" else im.convert("RGB")
+
+
+def open_image(path: Path):
+    """Decode a photo exactly as Transfer Lab does: upright (EXIF), RGB, long side at most 2048."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.format in ("JPEG", "MPO") and max(im.size) > MAX_SIDE:
+            im.draft(None, (MAX_SIDE, MAX_SIDE))  # libjpeg decodes big photos at a reduced scale
+        im.load()
+        try:
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+        except Exception:  # noqa: BLE001 - broken EXIF: keep the picture as stored
+            orientation = 1
+        out = _to_rgb(im)
+    if max(out.size) > MAX_SIDE:
+        out.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    if orientation in _TRANSPOSE:
+        out = out.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
+    return out
+
+
+def expand(paths: list[str]) -> list[Path]:
+    """Files as given; folders become every image inside them (sorted, sub-folders included)."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                              and not any(part.startswith(".") for part in f.relative_to(p).parts)))
+        else:
+            out.append(p)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Classify images with this exported model.")
+    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("--top-k", type=int, default=5, help="how many classes to list per image (default 5)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--bundle", default=str(HERE), help="folder with the model files (default: this script's)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    try:
+        model, labels, prep = load_bundle(Path(args.bundle), args.device)
+    except FileNotFoundError as err:
+        print(f"Model files missing next to predict.py: {err.filename}", file=sys.stderr)
+        return 2
+    transform = build_transform(prep)
+    k = max(1, min(args.top_k, len(labels)))
+    failed = 0
+    files = expand(args.images)
+    if not files:
+        print("No images found.", file=sys.stderr)
+        return 2
+    for start in range(0, len(files), args.batch_size):
+        chunk, images = [], []
+        for path in files[start:start + args.batch_size]:
+            try:
+                images.append(open_image(path))
+                chunk.append(path)
+            except Exception as err:  # noqa: BLE001 - report and go on with the other images
+                failed += 1
+                print(f"{path}: cannot read this image ({type(err).__name__}: {err})", file=sys.stderr)
+        if not images:
+            continue
+        with torch.inference_mode():
+            probs = torch.softmax(model(to_input(images, prep, transform, args.device)).float(), dim=1).cpu()
+        for path, row in zip(chunk, probs):
+            vals, idx = row.topk(k)
+            top = [{"label": labels[i], "probability": float(v)} for v, i in zip(vals.tolist(), idx.tolist())]
+            print(json.dumps({"image": str(path), "label": top[0]["label"], "probability": top[0]["probability"],
+                              "top": top}), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

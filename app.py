@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:  # so the pages can import pages._shared under any
 
 import streamlit as st  # noqa: E402
 
-from pages._shared import PAGES, STEPS, guard, save, sidebar_choices, sidebar_training, ui  # noqa: E402
+from pages._shared import PAGES, STEPS, app_frame, guard, running_from_app, save, sidebar_choices, ui  # noqa: E402
 
 
 def home() -> None:
@@ -32,7 +32,7 @@ def home() -> None:
         "That is why a few dozen pictures per category and a few minutes on an ordinary laptop are enough."
     )
     st.graphviz_chart(
-        """
+        r"""
         digraph {
           rankdir=LR; bgcolor="transparent"; nodesep=0.3;
           node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=13, color="#3b6fd8", margin="0.25,0.12"];
@@ -44,7 +44,7 @@ def home() -> None:
           photo -> body [label=" kept as is ", fontsize=10, fontcolor="#3b6fd8"];
           body -> head -> answer;
         }
-        """
+        """.strip()
     )
 
     st.subheader("The steps")
@@ -80,22 +80,7 @@ def home() -> None:
                    "sneaker, bag). Or go to **Data** to bring your own pictures.")
 
 
-st.set_page_config(page_title="Transfer Lab", page_icon=":material/science:", layout="wide")
-
-pages = [
-    st.Page(home, title="Home", icon=":material/home:", default=True, url_path="home"),
-    st.Page(PAGES["data"], title="Data", icon=":material/folder:"),
-    st.Page(PAGES["model"], title="Model", icon=":material/psychology:"),
-    st.Page(PAGES["layers"], title="Layers", icon=":material/layers:"),
-    st.Page(PAGES["train"], title="Train", icon=":material/fitness_center:"),
-    st.Page(PAGES["results"], title="Results", icon=":material/bar_chart:"),
-    st.Page(PAGES["try"], title="Try & export", icon=":material/photo_camera:"),
-]
-page = st.navigation(pages)
-ui()  # load the remembered choices once per session
-with st.sidebar:
-    choices = st.empty()
-    sidebar_training()
-sidebar_choices(choices)
-page.run()
+page, choices = app_frame(home)
+with running_from_app():
+    page.run()
 sidebar_choices(choices)  # again, with what the page just changed (skipped when a page stops early)

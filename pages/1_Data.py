@@ -6,10 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import figure, guard, header, next_step, save, ui
+from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.errors import DataError
 from tl_core.ui_support import (checked_dataset, examples_per_class, new_upload_dir, split_counts,
                                 upload_limit_mb, uploaded_signature)
+
+require_app(__file__)
 
 THUMBS_PER_CLASS = 6
 SEVERITY_ICON = {"error": ":material/block:", "warning": ":material/warning:", "info": ":material/info:"}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import guard, header, next_step, save, ui
+from pages._shared import require_app, guard, header, next_step, save, ui
 from tl_core.ui_support import format_seconds, quick_counts
+
+require_app(__file__)
 
 header("Model", "Choose the pretrained model to start from. Bigger models are usually a bit more accurate "
        "but slower. **If unsure, keep the recommended one.**")

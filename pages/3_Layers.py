@@ -6,10 +6,12 @@ import html
 
 import streamlit as st
 
-from pages._shared import figure, guard, header, next_step, save, ui
+from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.config import FreezeConfig, parse_preset
 from tl_core.errors import ConfigError
 from tl_core.ui_support import format_params, format_seconds, freeze_from_toggles, preset_label, quick_counts
+
+require_app(__file__)
 
 header("Layers", "A pretrained model is a stack of layer groups: the first ones see edges and colours, the "
        "last ones whole objects. **Frozen** groups keep what they learned on a million photos; the others "

@@ -10,12 +10,14 @@ import dataclasses
 
 import streamlit as st
 
-from pages._shared import current_run_dir, figure, guard, header, need_data, save, ui, view_run
+from pages._shared import require_app, current_run_dir, figure, guard, header, need_data, save, ui, view_run
 from tl_core import jobs
 from tl_core.config import AUGMENTS, BALANCE_MODES, DEFAULT_LR, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.runs import list_runs
 from tl_core.ui_support import WARNING_TITLES, STAGE_LABELS, format_seconds, live_view, run_label, runs_dir
+
+require_app(__file__)
 
 header("Train", "Show the model your pictures again and again (each pass is an **epoch**) until it "
        "recognises your categories. The defaults work well: just press **Start training**.")
@@ -128,8 +130,6 @@ def draw(view) -> None:
     fig = figure("training_curves", view.epoch_logs, view.batch_events)
     if fig is not None:
         st.plotly_chart(fig, key="train_curves")
-    if not view.epoch_logs and view.active:
-        st.caption("The curves appear after the first epoch (loss: lower is better; accuracy: higher is better).")
 
     for w in view.warnings:
         kind = w.get("kind", "")

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import figure, guard, header, loaded_model, next_step, optional_module, run_picker, thumb_grid
+from pages._shared import require_app, figure, guard, header, loaded_model, next_step, optional_module, run_picker, thumb_grid
 from tl_core.runs import RunFolder
+
+require_app(__file__)
 
 header("Results", "How well does the model do on the pictures it **never trained on** (the ones kept aside "
        "on the Data page)? Where it goes wrong tells you what to fix: more pictures of a category, "

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import figure, guard, header, loaded_model, optional_module, run_picker
+from pages._shared import require_app, figure, guard, header, loaded_model, optional_module, run_picker
+
+require_app(__file__)
 
 header("Try & export", "Give the model a picture it has never seen and look at its answer. When you are happy, "
        "download it to use in your own program.")

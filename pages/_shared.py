@@ -6,6 +6,7 @@ does not need Streamlit lives in :mod:`tl_core.ui_support`.
 from __future__ import annotations
 
 import contextlib
+import threading
 import traceback
 from pathlib import Path
 
@@ -34,6 +35,60 @@ STEPS = [
     ("results", "5 · Results", "See where it is right and where it is wrong."),
     ("try", "6 · Try & export", "Test it on new photos and take it home."),
 ]
+
+
+_RUN = threading.local()  # one script run per thread: set while app.py runs a page
+
+
+@contextlib.contextmanager
+def running_from_app():
+    """app.py wraps ``page.run()`` in this, so a page knows it was reached through the app."""
+    _RUN.via_app = True
+    try:
+        yield
+    finally:
+        _RUN.via_app = False
+
+
+def app_frame(home):
+    """What every run of the app draws around a page: page config, navigation, sidebar.
+
+    Returns the page to run and the sidebar box for :func:`sidebar_choices`."""
+    st.set_page_config(page_title="Transfer Lab", page_icon=":material/science:", layout="wide")
+    page = st.navigation([
+        st.Page(home, title="Home", icon=":material/home:", default=True, url_path="home"),
+        st.Page(PAGES["data"], title="Data", icon=":material/folder:"),
+        st.Page(PAGES["model"], title="Model", icon=":material/psychology:"),
+        st.Page(PAGES["layers"], title="Layers", icon=":material/layers:"),
+        st.Page(PAGES["train"], title="Train", icon=":material/fitness_center:"),
+        st.Page(PAGES["results"], title="Results", icon=":material/bar_chart:"),
+        st.Page(PAGES["try"], title="Try & export", icon=":material/photo_camera:"),
+    ])
+    ui()  # load the remembered choices once per session
+    with st.sidebar:
+        choices = st.empty()
+        sidebar_training()
+    sidebar_choices(choices)
+    return page, choices
+
+
+def require_app(page_file: str) -> None:  # noqa: ARG001 - kept for a clear call site in every page
+    """Make sure this page is drawn inside the app's frame (navigation, sidebar, wide layout).
+
+    Streamlit starts every server in its legacy "pages/ folder" mode and leaves it the first time
+    ``st.navigation`` is called. If the very first request of a fresh server is a page's URL (a
+    bookmark, a refresh after a restart), Streamlit runs that page file on its own, without app.py
+    (``AppTest`` does this on every run). Then draw the frame here: ``st.navigation`` switches the
+    legacy mode off for good and selects this same page (matched by its URL name), and the page goes
+    on drawing itself. The Home entry is a stand-in with Home's URL; clicking it reruns through app.py.
+    """
+    if getattr(_RUN, "via_app", False):
+        return
+    app_frame(_home_stand_in)
+
+
+def _home_stand_in() -> None:
+    st.switch_page(PAGES["data"])  # never reached: once navigation exists, app.py draws Home
 
 
 def ui() -> UIState:
@@ -159,7 +214,7 @@ def _sidebar_training() -> None:
     if not view.active:  # the thread is finishing; the run is over
         return
     st.caption("Training now")
-    st.progress(view.fraction, text=view.progress_text())
+    st.progress(view.bar_fraction(), text=view.progress_text())
     st.page_link(PAGES["train"], label="Watch it train", icon=":material/monitoring:")
 
 

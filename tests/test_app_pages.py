@@ -96,7 +96,10 @@ def trained_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("trained-runs")
     config = RunConfig(data=DataConfig(root=str(sample_dir())), model=ModelConfig(weights="offline"),
                        freeze=FreezeConfig(preset="head"), train=TrainConfig(epochs=1, seed=0))
-    result = train_run(config, runs)
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before conftest's per-test dirs
+        mp.setenv("TL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tl-cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        result = train_run(config, runs)
     assert result.status == "finished", result.message
     return Path(result.run_dir)
 

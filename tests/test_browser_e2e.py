@@ -6,6 +6,7 @@ and drives Debian's Chromium headless through Playwright. Screenshots of every p
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -48,17 +49,25 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def dirs(tmp_path_factory) -> dict:
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed at /usr/bin/chromium")
     pytest.importorskip("playwright.sync_api")
     tmp = tmp_path_factory.mktemp("e2e")
     # the feature and converted-weights cache is shared with the other tests (see conftest.py)
-    cache = tmp_path_factory.getbasetemp() / "tl-cache"
-    env = dict(os.environ, TL_RUNS_DIR=str(tmp / "runs"), TL_WORKSPACE=str(tmp / "workspace"),
-               TL_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return {"tmp": tmp, "runs": tmp / "runs", "workspace": tmp / "workspace",
+            "cache": tmp_path_factory.getbasetemp() / "tl-cache"}
+
+
+@contextlib.contextmanager
+def streamlit_server(dirs: dict):
+    """``streamlit run app.py`` on a free port; stopping it and starting another on the same folders is
+    a server restart."""
+    env = dict(os.environ, TL_RUNS_DIR=str(dirs["runs"]), TL_WORKSPACE=str(dirs["workspace"]),
+               TL_CACHE_DIR=str(dirs["cache"]), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     port = _free_port()
-    log = open(tmp / "streamlit.log", "w")
+    log_path = dirs["tmp"] / f"streamlit-{port}.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
@@ -67,7 +76,7 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
-        yield {"url": url, "tmp": tmp, "log": tmp / "streamlit.log"}
+        yield {"url": url, "log": log_path}
     finally:
         proc.terminate()
         try:
@@ -75,6 +84,12 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def server(dirs):
+    with streamlit_server(dirs) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +143,7 @@ def test_upload_train_results_try(server, picture_folder):
             page.goto(server["url"])
             expect(page.get_by_text("Transfer Lab", exact=False).first).to_be_visible(timeout=90_000)
             expect(page.get_by_role("button", name="Try it with the sample data")).to_be_visible()
+            expect(page.locator('[data-testid="stGraphVizChart"] svg').first).to_be_attached(timeout=30_000)
             _wait_idle(page)
             _shot(page, "0_home")
 
@@ -226,3 +242,26 @@ def test_upload_train_results_try(server, picture_folder):
         finally:
             browser.close()
     assert time.time() - t0 < 300
+
+
+def test_restart_then_open_a_page_by_its_url(dirs):
+    """After a server restart, a bookmarked page opens inside the app (navigation, no "page not
+    found") and the runs trained before the restart are still listed."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with streamlit_server(dirs) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(srv["url"] + "/Train")  # the very first request of this server
+            expect(page.get_by_role("heading", name="Train")).to_be_visible(timeout=90_000)
+            expect(page.locator('[data-testid="stSidebarNav"] a', has_text="Home")).to_be_visible()
+            _wait_idle(page)
+            assert "Page not found" not in page.locator("body").inner_text()
+            if any(dirs["runs"].glob("*/config.json")):  # the first test trained one
+                expect(page.get_by_text("All runs")).to_be_visible()
+                expect(page.get_by_text("Training finished").first).to_be_visible()
+            _shot(page, "7_train_after_restart")
+        finally:
+            browser.close()

@@ -242,6 +242,13 @@ class LiveView:
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
+    def bar_fraction(self) -> float:
+        """What a progress bar should show: the preparation stage while preparing, else the run."""
+        if self.prepare is not None and self.active and self.info is None:
+            total = max(int(self.prepare.get("total") or 0), 1)
+            return min(max(int(self.prepare.get("done") or 0) / total, 0.0), 1.0)
+        return self.fraction
+
     def progress_text(self) -> str:
         if self.state == "queued":
             return "Waiting to start…"

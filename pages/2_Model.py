@@ -66,6 +66,9 @@ with guard():
     current = next((m for m in models if m.name == chosen), rec)
     st.success(f"Chosen: **{current.title}**" + (" (recommended)" if current.name == RECOMMENDED_MODEL else ""),
                icon=":material/psychology:")
+    if weights_words(current.name)[1] == "unavailable":
+        st.warning(f"The pretrained weights of {current.title} are not on this computer and it is offline, so "
+                   "training would fail. Choose a model marked *ready offline*.", icon=":material/cloud_off:")
 
     def cards() -> None:
         est_now = {m.name: estimate_if_known(m.name, n_images, state.val_fraction, preset) if n_images else None

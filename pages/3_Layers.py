@@ -158,11 +158,17 @@ with guard():
               delta_color="off", delta_arrow="off")
     m2.metric("Frozen parameters", format_params(plan.total_params - plan.trainable_params))
     epochs = state.train_config().epochs
-    if n_images:
-        from tl_core.estimate import estimate_run
+    from tl_core import jobs
+    from tl_core.estimate import estimate_run
 
+    est = None
+    if n_images and jobs.active_job() is None:
         with st.spinner("Timing this setting on this computer…"):
             est = estimate_run(model_cfg.name, n_images, state.val_fraction, fcfg, num_classes, exact=True)
+    elif n_images:  # timing now would slow the training down and measure the wrong thing
+        m3.metric("Expected time", "–", help="Timing is paused while a model trains.")
+        st.caption("Timing this setting is paused while a model trains.")
+    if est is not None:
         m3.metric("Expected time", format_seconds(est.total_seconds(epochs)),
                   f"{format_seconds(est.epoch_seconds)} per epoch", delta_color="off", delta_arrow="off",
                   help=f"For {n_images} pictures and {epochs} epochs on this computer, including "
@@ -170,7 +176,7 @@ with guard():
         if est.mode == "features":
             st.caption("Fast path: the frozen layers run once per picture, then every epoch only trains what is "
                        "left.")
-    else:
+    elif not n_images:
         m3.metric("Expected time", "–", help="Choose your pictures on the Data page first.")
 
     next_step("train", "Next: train")

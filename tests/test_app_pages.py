@@ -215,6 +215,26 @@ def test_unusable_folder_shows_error_not_traceback(env):
         assert not at.exception, (page, [e.value for e in at.exception])
 
 
+def test_data_problems_are_listed_with_their_fix(env):
+    messy = env / "messy"
+    for c in ("cat", "dog"):
+        (messy / c).mkdir(parents=True)
+    for f in sorted((sample_dir() / "bag").iterdir()):
+        (messy / "cat" / f.name).write_bytes(f.read_bytes())
+    for f in sorted((sample_dir() / "sandal").iterdir())[:3]:
+        (messy / "dog" / f.name).write_bytes(f.read_bytes())
+    first_bag = sorted((sample_dir() / "bag").iterdir())[0]
+    (messy / "dog" / "copy.png").write_bytes(first_bag.read_bytes())  # the same picture in two classes
+    (messy / "cat" / "broken.jpg").write_text("hello")                 # not a picture
+    remember(env / "workspace", data_root=str(messy), data_source="path")
+    at = app("pages/1_Data.py")
+    boxes = [e.value for e in at.error] + [w.value for w in at.warning]
+    assert any("both 'cat' and 'dog'" in b and "What to do" in b for b in boxes), boxes
+    assert any("broken.jpg" in b and "What to do" in b for b in boxes), boxes
+    assert any("unbalanced" in b for b in boxes), boxes
+    assert metric(at, "Problems found") != "0"
+
+
 # -- Model -----------------------------------------------------------------------------------------
 
 def test_model_page_lists_catalogue_recommends_and_chooses(env, monkeypatch):
@@ -319,6 +339,26 @@ def test_train_start_runs_a_job_to_the_end_and_shows_it(env):
     assert any("Training finished" in s.value for s in at.success)
     assert metric(at, "Epoch") == "1 / 1"
     assert len(at.get("plotly_chart")) >= 1
+
+
+def test_advanced_settings_are_remembered_and_used(env):
+    remember(env / "workspace")
+    at = app("pages/4_Train.py")
+    at.number_input(key="train_epochs").set_value(3).run()
+    at.selectbox(key="train_batch_size").set_value(16).run()
+    at.checkbox(key="train_auto_lr").set_value(False).run()
+    at.number_input(key="train_lr").set_value(0.001).run()
+    at.selectbox(key="train_augment").set_value("strong").run()
+    at.toggle(key="train_early").set_value(False).run()
+    at.selectbox(key="train_balance").set_value("sampler").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    cfg = ui_state(at).train_config()
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment, cfg.early_stopping_patience, cfg.balance) == \
+        (3, 16, 0.001, "strong", None, "sampler")
+    # a new session (a refresh) gets the same settings back from disk
+    again = app("pages/4_Train.py")
+    assert again.number_input(key="train_epochs").value == 3
+    assert again.selectbox(key="train_augment").value == "strong"
 
 
 def _start_slow_run(at: AppTest) -> jobs.Job:
@@ -455,3 +495,16 @@ def test_try_page_bad_upload_is_explained(env, trained_run, monkeypatch):
     at.file_uploader(key="try_upload").set_value(("holiday.png", b"this is not a picture", "image/png")).run()
     assert not at.exception
     assert at.error, "a broken picture must give a plain message"
+
+
+def test_model_without_offline_weights_is_flagged_when_offline(env, monkeypatch):
+    import tl_core.estimate as estimate
+    from tl_core.zoo import weights_status
+
+    monkeypatch.setattr(estimate, "measure_forward_in_background", lambda names, *a, **k: [])
+    if weights_status("resnet50") == "ready":
+        pytest.skip("resnet50 weights happen to be in the local cache")
+    remember(env / "workspace", model_name="resnet50")
+    at = app("pages/2_Model.py")
+    assert any("not on this computer" in w.value for w in at.warning)
+    assert at.button(key="model_pick_mobilenetv3_small_100").disabled or weights_status("mobilenetv3_small_100") == "ready"

@@ -47,6 +47,7 @@ class Measurement:
     trainable_params: int
     total_params: int
     batch: int
+    build_seconds: float = 0.0   # building the network once (a run also loads its weights: about as long)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,7 +129,9 @@ def _measure_uncached(model_name, freeze: FreezeConfig, num_classes, image_size,
     from .freezing import apply_freeze_plan, make_freeze_plan, set_train_mode
 
     device = dev.device
+    t_build = time.perf_counter()
     model = timm.create_model(model_name, pretrained=False, num_classes=max(2, int(num_classes)))
+    build_seconds = time.perf_counter() - t_build
     plan = make_freeze_plan(model, freeze)
     apply_freeze_plan(model, plan)
     model.to(device)
@@ -176,13 +179,14 @@ def _measure_uncached(model_name, freeze: FreezeConfig, num_classes, image_size,
     del model
     return Measurement(model_name=model_name, image_size=size, device=str(device), mode=mode,
                        prefix_seconds=prefix_t / b, train_seconds=train_t / b, eval_seconds=eval_t / b,
-                       trainable_params=plan.trainable_params, total_params=plan.total_params, batch=b)
+                       trainable_params=plan.trainable_params, total_params=plan.total_params, batch=b,
+                       build_seconds=build_seconds)
 
 
 def estimate_from_measurement(m: Measurement, n_train: int, n_val: int) -> Estimate:
     n_all = max(0, int(n_train)) + max(0, int(n_val))
     decode = n_all * DECODE_SECONDS_PER_IMAGE / max(1, min(cpu_cores(), 8))
-    prepare = decode + (n_all * m.prefix_seconds if m.mode == "features" else 0.0)
+    prepare = decode + 2 * m.build_seconds + (n_all * m.prefix_seconds if m.mode == "features" else 0.0)
     epoch = max(0, int(n_train)) * m.train_seconds + max(0, int(n_val)) * m.eval_seconds
     return Estimate(model_name=m.model_name, mode=m.mode, prepare_seconds=prepare, epoch_seconds=epoch,
                     n_train=int(n_train), n_val=int(n_val), measurement=m)
@@ -202,7 +206,8 @@ def _rough_full(m: Measurement) -> Measurement:
     fwd = m.prefix_seconds + m.eval_seconds
     return Measurement(model_name=m.model_name, image_size=m.image_size, device=m.device, mode="full",
                        prefix_seconds=0.0, train_seconds=3.0 * fwd, eval_seconds=fwd,
-                       trainable_params=m.total_params, total_params=m.total_params, batch=m.batch)
+                       trainable_params=m.total_params, total_params=m.total_params, batch=m.batch,
+                       build_seconds=m.build_seconds)
 
 
 def estimate_run(model_name: str, n_images: int, val_fraction: float = 0.2,

@@ -1,0 +1,494 @@
+#!/usr/bin/env python
+"""Transfer Lab speed benchmark: the classic PyTorch recipe and ``tl train``, side by side.
+
+One invocation builds the data once (Fashion-MNIST from Debian's ``dataset-fashion-mnist``) and
+runs every measurement as a fresh subprocess, one after another, on the same machine:
+
+  (a) classic recipe, head only, E epochs, 400 training images   (bench/classic_recipe.py)
+  (b) ``tl train --freeze head``, same folder, empty feature cache
+  (c) the same ``tl train`` again, warm feature cache
+  (d) the floor: one inference forward pass over the 400 training images  (bench/probes.py floor)
+  (e) ``last:1``: classic with the last layer group trainable vs ``tl train --freeze last:1``
+  (f) ``none``: ``tl train --freeze none`` images/sec vs a synthetic in-memory training loop
+  (g) peak resident memory of ``tl train --freeze head`` on 3,000 training images at 224 px
+
+Wall times are measured here, from ``Popen`` to the child's exit, so they include interpreter
+start-up and imports. Peak memory is the child's ``ru_maxrss`` from ``os.wait4`` (exact, per
+child; for a process with children, such as the classic recipe's DataLoader workers, it is the
+largest single process) and, as a cross-check, the sum of RSS over the child's process tree
+(polled every 0.1 s).
+
+    .venv/bin/python bench/run_bench.py            # full run, ~15 minutes on 2 cores
+    .venv/bin/python bench/run_bench.py --quick    # smoke version, ~3 minutes
+
+Raw results go to bench/out/results.json, the table to stdout and bench/out/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+PY = sys.executable
+MODEL = "tf_efficientnet_lite0"
+
+FULL = {"train_per_class": 40, "test_per_class": 100, "head_epochs": 10, "last_epochs": 3,
+        "none_per_class": 20, "none_epochs": 2, "mem_per_class": 300, "mem_epochs": 10}
+QUICK = {"train_per_class": 10, "test_per_class": 20, "head_epochs": 2, "last_epochs": 1,
+         "none_per_class": 10, "none_epochs": 2, "mem_per_class": 30, "mem_epochs": 2}
+
+TARGETS = {"head_speedup": 5.0, "head_floor_ratio": 1.5, "warm_speedup": 20.0, "last_epoch_speedup": 3.0,
+           "none_throughput_ratio": 0.85, "mem_peak_gb": 3.0}
+
+
+# -- machine ------------------------------------------------------------------------------------
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    import timm
+    import torch
+    import torchvision
+    return {"cpu_model": cpu, "logical_cpus": os.cpu_count(), "affinity_cpus": len(os.sched_getaffinity(0)),
+            "physical_cores": psutil.cpu_count(logical=False), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "gpu": torch.cuda.is_available() and torch.cuda.get_device_name(0) or None,
+            "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "torch_threads_default": torch.get_num_threads(), "platform": platform.platform()}
+
+
+def wait_for_quiet(max_load: float, max_wait: float) -> dict:
+    t0 = time.time()
+    seen = []
+    while True:
+        la = loadavg()
+        seen.append(la[0])
+        if la[0] < max_load:
+            return {"waited_seconds": time.time() - t0, "quiet": True, "loadavg": la}
+        if time.time() - t0 > max_wait:
+            return {"waited_seconds": time.time() - t0, "quiet": False, "loadavg": la, "max_seen": max(seen)}
+        print(f"  waiting for a quiet machine: 1-min load {la[0]:.2f} >= {max_load}", flush=True)
+        time.sleep(30)
+
+
+# -- one measured child process -----------------------------------------------------------------
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return total
+
+
+def run_child(label: str, cmd: list[str], env: dict, logs: Path) -> dict:
+    """Run ``cmd``; wall time, exit code, exact peak RSS (wait4) and polled tree RSS."""
+    logs.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = logs / f"{label}.out", logs / f"{label}.err"
+    la_before = loadavg()
+    print(f"[{time.strftime('%H:%M:%S')}] {label}: {' '.join(cmd[1:])}  (load {la_before[0]:.2f})", flush=True)
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        t0 = time.perf_counter()
+        popen = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO)
+        peak = {"tree_rss": 0}
+        done = threading.Event()
+
+        def poll() -> None:
+            try:
+                proc = psutil.Process(popen.pid)
+                while not done.is_set():
+                    peak["tree_rss"] = max(peak["tree_rss"], _tree_rss(proc))
+                    done.wait(0.1)
+            except psutil.Error:
+                pass
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        _, status, usage = os.wait4(popen.pid, 0)   # this child's own rusage, not all children's
+        wall = time.perf_counter() - t0
+        done.set()
+        poller.join()
+        popen.returncode = os.waitstatus_to_exitcode(status)
+    stdout = out_path.read_text(errors="replace")
+    result = {"label": label, "cmd": cmd, "wall_seconds": wall, "returncode": popen.returncode,
+              "maxrss_bytes": usage.ru_maxrss * 1024, "tree_rss_peak_bytes": peak["tree_rss"],
+              "cpu_seconds": usage.ru_utime + usage.ru_stime, "loadavg_before": la_before, "loadavg_after": loadavg(),
+              "json": None}
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                result["json"] = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                pass
+    if popen.returncode != 0:
+        result["stderr_tail"] = err_path.read_text(errors="replace")[-2000:]
+        print(f"  !! {label} exited with {popen.returncode}:\n{result['stderr_tail']}", flush=True)
+    else:
+        print(f"  {label}: {wall:.1f}s wall, peak RSS {result['maxrss_bytes'] / 2**20:.0f} MiB", flush=True)
+    return result
+
+
+# -- tl helpers ---------------------------------------------------------------------------------
+
+def tl_train_cmd(data: Path, preset: str, epochs: int, runs: Path) -> list[str]:
+    # --patience 0: no early stopping, so tl runs exactly the epochs the classic recipe runs
+    return [PY, "-m", "tl_core", "train", str(data), "--model", MODEL, "--freeze", preset, "--epochs", str(epochs),
+            "--weights", "offline", "--patience", "0", "--seed", "0", "--runs-dir", str(runs)]
+
+
+def read_events(run_dir: str) -> dict:
+    events = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    info = next((e["info"] for e in events if e["event"] == "on_fit_start"), {})
+    epochs = [e["logs"] for e in events if e["event"] == "on_epoch_end"]
+    prep = [e for e in events if e["event"] == "on_prepare"]
+    first_decode = next((e["time"] for e in prep if e["stage"] == "decode"), None)
+    last_feat = next((e["time"] for e in reversed(prep) if e["stage"] == "features"), None)
+    return {"info": info, "epochs": epochs,
+            "mode": info.get("mode"), "feature_cache_hit": info.get("feature_cache_hit"),
+            "prepare_seconds": info.get("prepare_seconds"), "train_images": info.get("train_images"),
+            "val_images": info.get("val_images"), "steps_per_epoch": info.get("steps_per_epoch"),
+            "batch_size": info.get("batch_size"),
+            "epoch_seconds": [e["epoch_seconds"] for e in epochs],
+            "images_per_sec": [e["images_per_sec"] for e in epochs],
+            "val_accuracy": [e["val_accuracy"] for e in epochs],
+            # approximate (events are throttled to one per 0.5 s): first decode -> last feature batch
+            "decode_and_features_seconds_approx": (last_feat - first_decode) if first_decode and last_feat else None}
+
+
+def tl_run(label: str, data: Path, preset: str, epochs: int, out: Path, env: dict) -> dict:
+    r = run_child(label, tl_train_cmd(data, preset, epochs, out / "runs"), env, out / "logs")
+    if r["returncode"] == 0 and r["json"] and r["json"].get("run_dir"):
+        r["events"] = read_events(r["json"]["run_dir"])
+    return r
+
+
+def tl_test_accuracy(run_dir: str, test_dir: Path, out: Path, env: dict, label: str) -> dict:
+    """``tl evaluate RUN TEST``; falls back to load_run_model + predict when evaluate fails."""
+    r = run_child(label, [PY, "-m", "tl_core", "evaluate", run_dir, str(test_dir)], env, out / "logs")
+    j = r.get("json") or {}
+    if r["returncode"] == 0 and isinstance(j.get("accuracy"), (int, float)):
+        return {"accuracy": float(j["accuracy"]), "n": j.get("n"), "via": "tl evaluate",
+                "balanced_accuracy": j.get("balanced_accuracy"), "wall_seconds": r["wall_seconds"]}
+    r2 = run_child(label + "-fallback", [PY, str(BENCH / "probes.py"), "testacc", run_dir, str(test_dir)], env,
+                   out / "logs")
+    j2 = r2.get("json") or {}
+    return {"accuracy": j2.get("accuracy"), "n": j2.get("n"), "via": "load_run_model (tl evaluate failed)",
+            "wall_seconds": r2["wall_seconds"]}
+
+
+def fresh_cache(out: Path, name: str) -> Path:
+    """An empty TL cache with only the converted offline weights (a one-time install step, shared
+    by both recipes and done before any timing)."""
+    path = out / "cache" / name
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.copytree(out / "cache" / "base" / "weights", path / "weights")
+    return path
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+def build_data(out: Path, p: dict) -> dict:
+    from tl_core.sample_data import write_fashion_mnist
+    t0 = time.perf_counter()
+    data = out / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    sets = {"train": write_fashion_mnist(data / "train", p["train_per_class"], split="train"),
+            "test": write_fashion_mnist(data / "test", p["test_per_class"], split="test"),
+            # disjoint from "train" (offset) so nothing is shared through the OS file cache
+            "none": write_fashion_mnist(data / "none", p["none_per_class"], split="train",
+                                        offset=p["train_per_class"]),
+            "mem": write_fashion_mnist(data / "mem224", p["mem_per_class"], split="train", size=224)}
+    counts = {k: sum(1 for _ in v.rglob("*.png")) for k, v in sets.items()}
+    return {"paths": {k: str(v) for k, v in sets.items()}, "counts": counts, "seconds": time.perf_counter() - t0}
+
+
+def ratio(a, b):
+    return (a / b) if (a is not None and b) else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Transfer Lab vs the classic recipe, side by side.")
+    ap.add_argument("--quick", action="store_true", help="small smoke version (numbers are not the results)")
+    ap.add_argument("--out", default=str(BENCH / "out"))
+    ap.add_argument("--wait-load", type=float, default=None,
+                    help="before starting, wait until the 1-minute load average is below this")
+    ap.add_argument("--wait-max", type=float, default=2400, help="give up waiting after this many seconds")
+    args = ap.parse_args()
+    p = QUICK if args.quick else FULL
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("runs", "cache", "logs"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+
+    results: dict = {"quick": args.quick, "params": p, "targets": TARGETS, "machine": machine(),
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if args.wait_load is not None:
+        results["wait"] = wait_for_quiet(args.wait_load, args.wait_max)
+    results["loadavg_start"] = loadavg()
+    results["measuring_from"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    t_bench = time.perf_counter()
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TL_OFFLINE="1", TL_RUNS_DIR=str(out / "runs"),
+               PYTHONUNBUFFERED="1")
+    env.pop("TL_DEBUG", None)
+    print("Building the data...", flush=True)
+    data = build_data(out, p)
+    results["data"] = data
+    train, test = Path(data["paths"]["train"]), Path(data["paths"]["test"])
+
+    # Untimed warm-up: convert the offline weights once (an install step) and pull the libraries
+    # into the OS file cache, so the first timed process is not penalised for a cold disk.
+    base = dict(env, TL_CACHE_DIR=str(out / "cache" / "base"))
+    results["prewarm"] = run_child("prewarm", [PY, "-c", (
+        "import torch, torchvision, timm, tl_core.engine, tl_core.cli, tl_core.evaluate\n"
+        f"from tl_core.zoo import create_model; create_model({MODEL!r}, 10, weights='offline')")], base, out / "logs")
+
+    def classic(label: str, trainable: str, epochs: int) -> dict:
+        return run_child(label, [PY, str(BENCH / "classic_recipe.py"), str(train), str(test), "--model", MODEL,
+                                 "--epochs", str(epochs), "--trainable", trainable], base, out / "logs")
+
+    # (a) (b) (c) (d): head
+    results["classic_head"] = classic("a-classic-head", "head", p["head_epochs"])
+    head_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "head")))
+    results["tl_head_cold"] = tl_run("b-tl-head-cold", train, "head", p["head_epochs"], out, head_env)
+    results["tl_head_warm"] = tl_run("c-tl-head-warm", train, "head", p["head_epochs"], out, head_env)
+    results["floor"] = run_child("d-floor", [PY, str(BENCH / "probes.py"), "floor", str(train), "--model", MODEL,
+                                             "--batch-size", "64"], base, out / "logs")
+    for key in ("tl_head_cold", "tl_head_warm"):
+        if _j(results[key]).get("run_dir"):
+            results[key]["test"] = tl_test_accuracy(_j(results[key])["run_dir"], test, out, base,
+                                                    f"{key}-evaluate")
+
+    # (e) last:1
+    results["classic_last1"] = classic("e-classic-last1", "last:1", p["last_epochs"])
+    last_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "last1")))
+    results["tl_last1"] = tl_run("e-tl-last1", train, "last:1", p["last_epochs"], out, last_env)
+
+    # (f) none: tl's throughput vs the same model on tensors already in memory
+    none_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "none")))
+    results["tl_none"] = tl_run("f-tl-none", Path(data["paths"]["none"]), "none", p["none_epochs"], out, none_env)
+    ev = results["tl_none"].get("events") or {}
+    n_syn = (ev.get("steps_per_epoch") or 1) * (ev.get("batch_size") or 32)
+    results["synthetic_none"] = run_child("f-synthetic", [
+        PY, str(BENCH / "probes.py"), "synthetic", "--model", MODEL, "--images", str(n_syn),
+        "--batch-size", str(ev.get("batch_size") or 32), "--image-size", "224", "--epochs", str(p["none_epochs"])],
+        base, out / "logs")
+
+    # (g) memory on 3,000 images at 224 px
+    mem_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "mem")))
+    results["tl_mem"] = tl_run("g-tl-head-3000", Path(data["paths"]["mem"]), "head", p["mem_epochs"], out, mem_env)
+
+    results["bench_seconds"] = time.perf_counter() - t_bench
+    results["loadavg_end"] = loadavg()
+    results["summary"] = summarise(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    table = render(results)
+    (out / "results.md").write_text(table + "\n")
+    print()
+    print(table)
+    print(f"\nRaw results: {out / 'results.json'}")
+    return 0
+
+
+# -- summary and table --------------------------------------------------------------------------
+
+def _j(r: dict | None) -> dict:
+    return (r or {}).get("json") or {}
+
+
+def summarise(R: dict) -> dict:
+    S: dict = {}
+    ch, tc, tw = R["classic_head"], R["tl_head_cold"], R["tl_head_warm"]
+    chj = _j(ch)
+    # The classic script also evaluates the test folder; tl's test evaluation is a separate command,
+    # so the classic's training wall time is its wall time minus its own test evaluation.
+    S["classic_head_wall"] = ch["wall_seconds"]
+    S["classic_head_train_wall"] = ch["wall_seconds"] - chj.get("test_seconds", 0.0) if chj else None
+    S["classic_head_inprocess"] = (chj.get("seconds", 0) - chj.get("test_seconds", 0)) if chj else None
+    S["classic_head_test_accuracy"] = chj.get("test_accuracy")
+    S["classic_head_epoch_seconds"] = chj.get("epoch_seconds")
+    S["classic_head_train_images"] = chj.get("train_images")
+    S["tl_cold_wall"] = tc["wall_seconds"]
+    S["tl_cold_inprocess"] = _j(tc).get("train_seconds")
+    S["tl_cold_prepare"] = (tc.get("events") or {}).get("prepare_seconds")
+    S["tl_cold_mode"] = _j(tc).get("mode")
+    S["tl_cold_train_images"] = (tc.get("events") or {}).get("train_images")
+    S["tl_cold_val_images"] = (tc.get("events") or {}).get("val_images")
+    S["tl_cold_test_accuracy"] = (tc.get("test") or {}).get("accuracy")
+    S["tl_test_via"] = (tc.get("test") or {}).get("via")
+    S["tl_warm_wall"] = tw["wall_seconds"]
+    S["tl_warm_inprocess"] = _j(tw).get("train_seconds")
+    S["tl_warm_cache_hit"] = (tw.get("events") or {}).get("feature_cache_hit")
+    S["tl_warm_test_accuracy"] = (tw.get("test") or {}).get("accuracy")
+    S["head_speedup_wall"] = ratio(S["classic_head_train_wall"], S["tl_cold_wall"])
+    S["head_speedup_inprocess"] = ratio(S["classic_head_inprocess"], S["tl_cold_inprocess"])
+    S["warm_speedup_wall"] = ratio(S["classic_head_train_wall"], S["tl_warm_wall"])
+    S["warm_speedup_inprocess"] = ratio(S["classic_head_inprocess"], S["tl_warm_inprocess"])
+    fj = _j(R["floor"])
+    S["floor_seconds"] = fj.get("floor_seconds")
+    S["floor_cold_seconds"] = fj.get("cold_seconds")
+    S["floor_images"] = fj.get("images")
+    S["floor_process_wall"] = R["floor"]["wall_seconds"]
+    S["tl_cold_over_floor_wall"] = ratio(S["tl_cold_wall"], S["floor_seconds"])
+    S["tl_cold_over_floor_inprocess"] = ratio(S["tl_cold_inprocess"], S["floor_seconds"])
+    S["tl_warm_over_floor_wall"] = ratio(S["tl_warm_wall"], S["floor_seconds"])
+
+    cl, tl = R["classic_last1"], R["tl_last1"]
+    clj, tle = _j(cl), tl.get("events") or {}
+    ce, te = clj.get("epoch_seconds") or [], tle.get("epoch_seconds") or []
+    S["classic_last1_epoch_seconds"], S["tl_last1_epoch_seconds"] = ce, te
+    S["classic_last1_epoch_mean"] = sum(ce) / len(ce) if ce else None
+    S["tl_last1_epoch_mean"] = sum(te) / len(te) if te else None
+    S["tl_last1_mode"] = tle.get("mode")
+    S["tl_last1_boundary"] = (tle.get("info") or {}).get("boundary")
+    S["tl_last1_prepare"] = tle.get("prepare_seconds")
+    S["tl_last1_decode_features_approx"] = tle.get("decode_and_features_seconds_approx")
+    S["last1_epoch_speedup"] = ratio(S["classic_last1_epoch_mean"], S["tl_last1_epoch_mean"])
+    ci, ti = clj.get("train_images"), tle.get("train_images")
+    S["classic_last1_train_images"], S["tl_last1_train_images"] = ci, ti
+    S["last1_epoch_speedup_per_image"] = (ratio(S["classic_last1_epoch_mean"] / ci, S["tl_last1_epoch_mean"] / ti)
+                                          if ci and ti and S["tl_last1_epoch_mean"] else None)
+    S["classic_last1_train_wall"] = cl["wall_seconds"] - clj.get("test_seconds", 0.0) if clj else None
+    S["tl_last1_wall"] = tl["wall_seconds"]
+    S["last1_wall_speedup"] = ratio(S["classic_last1_train_wall"], S["tl_last1_wall"])
+    S["classic_last1_test_accuracy"] = clj.get("test_accuracy")
+
+    tn, sy = R["tl_none"].get("events") or {}, _j(R["synthetic_none"])
+    S["tl_none_images_per_sec"] = tn.get("images_per_sec")
+    S["tl_none_mode"] = tn.get("mode")
+    S["synthetic_images_per_sec"] = [e["images_per_sec"] for e in sy.get("epochs", [])]
+    tl_last = (tn.get("images_per_sec") or [None])[-1]
+    sy_last = sy.get("images_per_sec_last")
+    S["none_throughput_ratio"] = ratio(tl_last, sy_last)
+    if tn.get("images_per_sec") and S["synthetic_images_per_sec"]:
+        S["none_throughput_ratio_epoch1"] = ratio(tn["images_per_sec"][0], S["synthetic_images_per_sec"][0])
+    n_imgs = (tn.get("steps_per_epoch") or 0) * (tn.get("batch_size") or 0) * len(tn.get("images_per_sec") or [])
+    train_time = sum((tn.get("steps_per_epoch") or 0) * (tn.get("batch_size") or 0) / v
+                     for v in (tn.get("images_per_sec") or []) if v)
+    S["tl_none_images_per_sec_incl_decode"] = (n_imgs / (train_time + (tn.get("prepare_seconds") or 0))
+                                               if n_imgs else None)
+
+    tm = R["tl_mem"]
+    S["mem_train_images"] = (tm.get("events") or {}).get("train_images")
+    S["mem_images_total"] = R["data"]["counts"]["mem"]
+    S["mem_mode"] = (tm.get("events") or {}).get("mode")
+    S["mem_peak_rss_gb"] = tm["maxrss_bytes"] / 2**30
+    S["mem_tree_rss_peak_gb"] = tm["tree_rss_peak_bytes"] / 2**30
+    S["mem_wall"] = tm["wall_seconds"]
+    S["classic_head_peak_rss_gb"] = ch["maxrss_bytes"] / 2**30
+    S["classic_head_tree_rss_peak_gb"] = ch["tree_rss_peak_bytes"] / 2**30
+    S["tl_cold_peak_rss_gb"] = tc["maxrss_bytes"] / 2**30
+    S["failed_children"] = [r["label"] for r in R.values() if isinstance(r, dict) and r.get("returncode")]
+    return S
+
+
+def _f(x, fmt="{:.1f}"):
+    return "n/a" if x is None else fmt.format(x)
+
+
+def _verdict(ok) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def render(R: dict) -> str:
+    S, T, p = R["summary"], TARGETS, R["params"]
+    E, n_train, n_test = p["head_epochs"], R["data"]["counts"]["train"], R["data"]["counts"]["test"]
+    ge = lambda a, b: None if a is None else a >= b  # noqa: E731
+    le = lambda a, b: None if a is None else a <= b  # noqa: E731
+    acc_ok = (None if S["tl_cold_test_accuracy"] is None or S["classic_head_test_accuracy"] is None
+              else S["tl_cold_test_accuracy"] >= S["classic_head_test_accuracy"])
+    rows = [
+        (f"`head`, {E} epochs, {n_train} images: classic wall / `tl train` wall (both incl. process start-up)",
+         f"{_f(S['classic_head_train_wall'])} s / {_f(S['tl_cold_wall'])} s", f"{_f(S['head_speedup_wall'], '{:.1f}x')}",
+         f">= {T['head_speedup']:.0f}x", _verdict(ge(S["head_speedup_wall"], T["head_speedup"]))),
+        (f"`head`: test accuracy ({n_test} test images), tl vs classic",
+         f"{_f(S['tl_cold_test_accuracy'], '{:.1%}')} vs {_f(S['classic_head_test_accuracy'], '{:.1%}')}", "",
+         "tl >= classic", _verdict(acc_ok)),
+        ("`head`: `tl train` wall (incl. start-up) / floor (one forward pass over the training images)",
+         f"{_f(S['tl_cold_wall'])} s / {_f(S['floor_seconds'], '{:.2f}')} s",
+         f"{_f(S['tl_cold_over_floor_wall'], '{:.2f}x')}", f"<= {T['head_floor_ratio']}x",
+         _verdict(le(S["tl_cold_over_floor_wall"], T["head_floor_ratio"]))),
+        ("`head`: `tl` in-process `train_seconds` (excl. start-up) / floor",
+         f"{_f(S['tl_cold_inprocess'])} s / {_f(S['floor_seconds'], '{:.2f}')} s",
+         f"{_f(S['tl_cold_over_floor_inprocess'], '{:.2f}x')}", f"<= {T['head_floor_ratio']}x",
+         _verdict(le(S["tl_cold_over_floor_inprocess"], T["head_floor_ratio"]))),
+        ("`head`, warm feature cache: classic wall / `tl train` wall (both incl. start-up)",
+         f"{_f(S['classic_head_train_wall'])} s / {_f(S['tl_warm_wall'])} s", f"{_f(S['warm_speedup_wall'], '{:.1f}x')}",
+         f">= {T['warm_speedup']:.0f}x", _verdict(ge(S["warm_speedup_wall"], T["warm_speedup"]))),
+        (f"`last:1`: mean epoch time, classic ({S['classic_last1_train_images']} img) / tl "
+         f"({S['tl_last1_train_images']} img + val)",
+         f"{_f(S['classic_last1_epoch_mean'], '{:.2f}')} s / {_f(S['tl_last1_epoch_mean'], '{:.2f}')} s",
+         f"{_f(S['last1_epoch_speedup'], '{:.1f}x')}", f">= {T['last_epoch_speedup']:.0f}x",
+         _verdict(ge(S["last1_epoch_speedup"], T["last_epoch_speedup"]))),
+        ("`last:1`: same, per training image (tl's epoch includes its validation pass)",
+         "", f"{_f(S['last1_epoch_speedup_per_image'], '{:.1f}x')}", f">= {T['last_epoch_speedup']:.0f}x",
+         _verdict(ge(S["last1_epoch_speedup_per_image"], T["last_epoch_speedup"]))),
+        ("`none`: tl training images/s (last epoch, all data handling) / synthetic in-memory loop",
+         f"{_f((S['tl_none_images_per_sec'] or [None])[-1])} / {_f((S['synthetic_images_per_sec'] or [None])[-1])}",
+         f"{_f(S['none_throughput_ratio'], '{:.2f}x')}", f">= {T['none_throughput_ratio']}x",
+         _verdict(ge(S["none_throughput_ratio"], T["none_throughput_ratio"]))),
+        (f"Peak RSS, `tl train --freeze head`, {S['mem_images_total']} images at 224 px "
+         f"({S['mem_train_images']} train)", f"{_f(S['mem_peak_rss_gb'], '{:.2f}')} GB", "",
+         f"< {T['mem_peak_gb']:.0f} GB", _verdict(None if S["mem_peak_rss_gb"] is None
+                                                    else S["mem_peak_rss_gb"] < T["mem_peak_gb"])),
+        ("GPU rows", "not measured: no GPU was lent to this task", "", "", "not measured"),
+    ]
+    lines = ["| Measurement | Measured | Ratio | Target | Result |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    extra = [
+        "",
+        "Details:",
+        f"- classic head: in-process training {_f(S['classic_head_inprocess'])} s (excl. start-up and test eval); "
+        f"epochs {', '.join(_f(x) for x in S['classic_head_epoch_seconds'] or [])} s; "
+        f"peak RSS {_f(S['classic_head_peak_rss_gb'], '{:.2f}')} GB largest process, "
+        f"{_f(S['classic_head_tree_rss_peak_gb'], '{:.2f}')} GB summed over its process tree (workers)",
+        f"- tl head cold: mode {S['tl_cold_mode']}, trains on {S['tl_cold_train_images']} and validates on "
+        f"{S['tl_cold_val_images']} of the {n_train} images (default 20% hold-out); in-process {_f(S['tl_cold_inprocess'])} s "
+        f"of which preparation (check, weights, decode, features) {_f(S['tl_cold_prepare'])} s; in-process speedup "
+        f"{_f(S['head_speedup_inprocess'], '{:.1f}x')}; peak RSS {_f(S['tl_cold_peak_rss_gb'], '{:.2f}')} GB; "
+        f"test accuracy via {S['tl_test_via']}",
+        f"- tl head warm: cache hit {S['tl_warm_cache_hit']}, in-process {_f(S['tl_warm_inprocess'], '{:.2f}')} s, "
+        f"in-process speedup {_f(S['warm_speedup_inprocess'], '{:.0f}x')}, test accuracy "
+        f"{_f(S['tl_warm_test_accuracy'], '{:.1%}')}",
+        f"- floor: {S['floor_images']} images, batch 64, warm pass {_f(S['floor_seconds'], '{:.2f}')} s, cold (first) pass "
+        f"{_f(S['floor_cold_seconds'], '{:.2f}')} s; the floor process took {_f(S['floor_process_wall'])} s wall "
+        "including its start-up, imports, model creation and decoding",
+        f"- last:1: classic epochs {', '.join(_f(x, '{:.2f}') for x in S['classic_last1_epoch_seconds'])} s; tl epochs "
+        f"{', '.join(_f(x, '{:.2f}') for x in S['tl_last1_epoch_seconds'])} s (mode {S['tl_last1_mode']}, boundary "
+        f"{S['tl_last1_boundary']}); tl one-time preparation {_f(S['tl_last1_prepare'])} s (decode + features "
+        f"~{_f(S['tl_last1_decode_features_approx'])} s); total wall classic {_f(S['classic_last1_train_wall'])} s vs tl "
+        f"{_f(S['tl_last1_wall'])} s ({_f(S['last1_wall_speedup'], '{:.1f}x')}); classic test accuracy "
+        f"{_f(S['classic_last1_test_accuracy'], '{:.1%}')}",
+        f"- none: tl images/s per epoch {', '.join(_f(x) for x in S['tl_none_images_per_sec'] or [])} (mode "
+        f"{S['tl_none_mode']}); synthetic {', '.join(_f(x) for x in S['synthetic_images_per_sec'])}; first-epoch ratio "
+        f"{_f(S.get('none_throughput_ratio_epoch1'), '{:.2f}x')}; including the one-time decode and set-up "
+        f"{_f(S['tl_none_images_per_sec_incl_decode'])} images/s",
+        f"- memory run: mode {S['mem_mode']}, wall {_f(S['mem_wall'])} s, polled RSS peak "
+        f"{_f(S['mem_tree_rss_peak_gb'], '{:.2f}')} GB",
+        f"- load average at start {R['loadavg_start']}, at end {R['loadavg_end']}; whole bench "
+        f"{_f(R['bench_seconds'] / 60)} min" + ("; QUICK MODE: smoke test, not the results" if R["quick"] else ""),
+    ]
+    if S["failed_children"]:
+        extra.append(f"- FAILED child processes: {', '.join(S['failed_children'])} (see bench/out/logs)")
+    return "\n".join(lines + extra)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

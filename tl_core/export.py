@@ -256,15 +256,20 @@ def _torch_onnx_export(model: torch.nn.Module, example: torch.Tensor, path: Path
                               "The bundle and TorchScript exports still work.") from None
 
 
+def _reference_batch(run_dir: str | Path, images: list[Image.Image] | None, loaded: Any) -> tuple:
+    """The check images as an input batch and PyTorch's own outputs on them, for parity checks."""
+    run = RunFolder.open(run_dir)
+    loaded = loaded or _load(run)
+    images = images or check_images(run.path, loaded.preprocessing.size)
+    return _check_batch(loaded, images)
+
+
 def check_onnx(path: str | Path, run_dir: str | Path, images: list[Image.Image] | None = None,
                loaded: Any = None) -> dict:
     """How far onnxruntime's outputs are from PyTorch's on real images: :func:`parity`'s dict."""
     import onnxruntime as ort
 
-    run = RunFolder.open(run_dir)
-    loaded = loaded or _load(run)
-    images = images or check_images(run.path, loaded.preprocessing.size)
-    x, ref = _check_batch(loaded, images)
+    x, ref = _reference_batch(run_dir, images, loaded)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -322,10 +327,7 @@ def onnx_bytes(run_dir: str | Path) -> bytes:
 def check_torchscript(path: str | Path, run_dir: str | Path, images: list[Image.Image] | None = None,
                       loaded: Any = None) -> dict:
     """How far the TorchScript file's outputs are from PyTorch's: :func:`parity`'s dict."""
-    run = RunFolder.open(run_dir)
-    loaded = loaded or _load(run)
-    images = images or check_images(run.path, loaded.preprocessing.size)
-    x, ref = _check_batch(loaded, images)
+    x, ref = _reference_batch(run_dir, images, loaded)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.load(str(path), map_location="cpu")

@@ -9,6 +9,8 @@
   already in memory, with the settings ``tl train --freeze none`` uses on this device (batch size,
   resolution, threads, AMP, channels_last, label smoothing, weight decay): the throughput the
   model itself allows, with no data handling at all.
+* ``datapath``: only the per-batch data handling of ``tl train`` in full mode (index the decoded
+  uint8 tensor, float, augment, normalise), without the model: how much of a training step it is.
 * ``testacc RUN_DIR TEST_DIR``: test accuracy of a ``tl`` run through
   ``tl_core.inference.load_run_model`` (used when ``tl evaluate`` is not available).
 
@@ -116,6 +118,37 @@ def cmd_synthetic(args: argparse.Namespace) -> dict:
             "images_per_sec_best": max(e["images_per_sec"] for e in epochs)}
 
 
+def cmd_datapath(args: argparse.Namespace) -> dict:
+    """Time only what tl does to a batch before the model in full mode (index the decoded uint8
+    tensor, convert to float, augment, normalise), exactly as ``Trainer._forward`` does it."""
+    import torch
+
+    from tl_core.augment import BatchAugment
+    from tl_core.config import TrainConfig
+    from tl_core.device import configure_threads
+    from tl_core.preprocess import Preprocessing
+
+    threads = configure_threads(None)
+    n, bs, size = args.images, args.batch_size, args.image_size
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,))
+    norm = Preprocessing(size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).normalizer()
+    level = TrainConfig().augment
+    augment = BatchAugment(level, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        idx = torch.randperm(n, generator=gen)[:bs]
+        xb, yb = images[idx], labels[idx]
+        xf = norm(augment(xb.float()))
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"probe": "datapath", "augment": level, "batch_size": bs, "image_size": size, "threads": threads,
+            "iters": args.iters, "median_batch_seconds": times[len(times) // 2], "min_batch_seconds": times[0],
+            "max_batch_seconds": times[-1], "checksum": float(xf[0, 0, 0, 0]) + int(yb[0])}
+
+
 def cmd_testacc(args: argparse.Namespace) -> dict:
     import torch
 
@@ -147,11 +180,22 @@ def main() -> None:
     s.add_argument("--image-size", type=int, default=224)
     s.add_argument("--epochs", type=int, default=2)
     s.add_argument("--classes", type=int, default=10)
+    d = sub.add_parser("datapath")
+    d.add_argument("--images", type=int, default=160)
+    d.add_argument("--batch-size", type=int, default=32)
+    d.add_argument("--image-size", type=int, default=224)
+    d.add_argument("--iters", type=int, default=30)
     t = sub.add_parser("testacc")
     t.add_argument("run_dir")
     t.add_argument("test_dir")
     args = ap.parse_args()
-    out = {"floor": cmd_floor, "synthetic": cmd_synthetic, "testacc": cmd_testacc}[args.cmd](args)
+    from tl_core.allocator import training_allocator
+
+    # the probes run under the same process settings tl train applies (tl_core.allocator)
+    with training_allocator() as tuned:
+        out = {"floor": cmd_floor, "synthetic": cmd_synthetic, "datapath": cmd_datapath,
+               "testacc": cmd_testacc}[args.cmd](args)
+    out["allocator_tuned"] = tuned
     print(json.dumps(out), flush=True)
 
 

@@ -43,10 +43,17 @@ BENCH = REPO / "bench"
 PY = sys.executable
 MODEL = "tf_efficientnet_lite0"
 
+# none: 200 images -> tl trains on 160 (5 steps of 32 per epoch). One epoch is only ~10 s on two
+# cores; the first NONE_WARMUP_EPOCHS epochs of any process run up to 2x slower (oneDNN primitive
+# creation, allocator growth) in tl and in the synthetic loop alike, and back-to-back runs of the same
+# loop differ by up to 25%. So tl and the synthetic loop run alternately (none_reps times each) and
+# the medians of the epochs after the warm-up are compared.
+NONE_WARMUP_EPOCHS = 2
 FULL = {"train_per_class": 40, "test_per_class": 100, "head_epochs": 10, "last_epochs": 3,
-        "none_per_class": 20, "none_epochs": 2, "mem_per_class": 300, "mem_epochs": 10}
+        "none_per_class": 20, "none_epochs": 5, "none_reps": 2, "mem_per_class": 300, "mem_epochs": 10}
 QUICK = {"train_per_class": 10, "test_per_class": 20, "head_epochs": 2, "last_epochs": 1,
-         "none_per_class": 10, "none_epochs": 2, "mem_per_class": 30, "mem_epochs": 2}
+         "none_per_class": 10, "none_epochs": 2, "none_reps": 1, "mem_per_class": 30, "mem_epochs": 2}
+SECTIONS = ("head", "last1", "none", "mem")
 
 TARGETS = {"head_speedup": 5.0, "head_floor_ratio": 1.5, "warm_speedup": 20.0, "last_epoch_speedup": 3.0,
            "none_throughput_ratio": 0.85, "mem_peak_gb": 3.0}
@@ -223,22 +230,36 @@ def ratio(a, b):
     return (a / b) if (a is not None and b) else None
 
 
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Transfer Lab vs the classic recipe, side by side.")
     ap.add_argument("--quick", action="store_true", help="small smoke version (numbers are not the results)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     ap.add_argument("--out", default=str(BENCH / "out"))
     ap.add_argument("--wait-load", type=float, default=None,
                     help="before starting, wait until the 1-minute load average is below this")
     ap.add_argument("--wait-max", type=float, default=2400, help="give up waiting after this many seconds")
     args = ap.parse_args()
+    sections = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     p = QUICK if args.quick else FULL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("runs", "cache", "logs"):
         shutil.rmtree(out / sub, ignore_errors=True)
 
-    results: dict = {"quick": args.quick, "params": p, "targets": TARGETS, "machine": machine(),
-                     "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    results: dict = {"quick": args.quick, "sections": sections, "params": p, "targets": TARGETS,
+                     "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     if args.wait_load is not None:
         results["wait"] = wait_for_quiet(args.wait_load, args.wait_max)
     results["loadavg_start"] = loadavg()
@@ -264,36 +285,42 @@ def main() -> int:
         return run_child(label, [PY, str(BENCH / "classic_recipe.py"), str(train), str(test), "--model", MODEL,
                                  "--epochs", str(epochs), "--trainable", trainable], base, out / "logs")
 
-    # (a) (b) (c) (d): head
-    results["classic_head"] = classic("a-classic-head", "head", p["head_epochs"])
-    head_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "head")))
-    results["tl_head_cold"] = tl_run("b-tl-head-cold", train, "head", p["head_epochs"], out, head_env)
-    results["tl_head_warm"] = tl_run("c-tl-head-warm", train, "head", p["head_epochs"], out, head_env)
-    results["floor"] = run_child("d-floor", [PY, str(BENCH / "probes.py"), "floor", str(train), "--model", MODEL,
-                                             "--batch-size", "64"], base, out / "logs")
-    for key in ("tl_head_cold", "tl_head_warm"):
-        if _j(results[key]).get("run_dir"):
-            results[key]["test"] = tl_test_accuracy(_j(results[key])["run_dir"], test, out, base,
-                                                    f"{key}-evaluate")
+    if "head" in sections:  # (a) (b) (c) (d)
+        results["classic_head"] = classic("a-classic-head", "head", p["head_epochs"])
+        head_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "head")))
+        results["tl_head_cold"] = tl_run("b-tl-head-cold", train, "head", p["head_epochs"], out, head_env)
+        results["tl_head_warm"] = tl_run("c-tl-head-warm", train, "head", p["head_epochs"], out, head_env)
+        results["floor"] = run_child("d-floor", [PY, str(BENCH / "probes.py"), "floor", str(train), "--model", MODEL,
+                                                 "--batch-size", "64"], base, out / "logs")
+        for key in ("tl_head_cold", "tl_head_warm"):
+            if _j(results[key]).get("run_dir"):
+                results[key]["test"] = tl_test_accuracy(_j(results[key])["run_dir"], test, out, base,
+                                                        f"{key}-evaluate")
 
-    # (e) last:1
-    results["classic_last1"] = classic("e-classic-last1", "last:1", p["last_epochs"])
-    last_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "last1")))
-    results["tl_last1"] = tl_run("e-tl-last1", train, "last:1", p["last_epochs"], out, last_env)
+    if "last1" in sections:  # (e)
+        results["classic_last1"] = classic("e-classic-last1", "last:1", p["last_epochs"])
+        last_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "last1")))
+        results["tl_last1"] = tl_run("e-tl-last1", train, "last:1", p["last_epochs"], out, last_env)
 
-    # (f) none: tl's throughput vs the same model on tensors already in memory
-    none_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "none")))
-    results["tl_none"] = tl_run("f-tl-none", Path(data["paths"]["none"]), "none", p["none_epochs"], out, none_env)
-    ev = results["tl_none"].get("events") or {}
-    n_syn = (ev.get("steps_per_epoch") or 1) * (ev.get("batch_size") or 32)
-    results["synthetic_none"] = run_child("f-synthetic", [
-        PY, str(BENCH / "probes.py"), "synthetic", "--model", MODEL, "--images", str(n_syn),
-        "--batch-size", str(ev.get("batch_size") or 32), "--image-size", "224", "--epochs", str(p["none_epochs"])],
-        base, out / "logs")
+    if "none" in sections:  # (f) tl's throughput vs the same model on tensors already in memory, alternately
+        results["tl_none"], results["synthetic_none"] = [], []
+        for rep in range(1, p["none_reps"] + 1):
+            none_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, f"none{rep}")))
+            r = tl_run(f"f-tl-none-{rep}", Path(data["paths"]["none"]), "none", p["none_epochs"], out, none_env)
+            results["tl_none"].append(r)
+            ev = r.get("events") or {}
+            bs = ev.get("batch_size") or 32
+            results["synthetic_none"].append(run_child(f"f-synthetic-{rep}", [
+                PY, str(BENCH / "probes.py"), "synthetic", "--model", MODEL,
+                "--images", str((ev.get("steps_per_epoch") or 5) * bs), "--batch-size", str(bs),
+                "--image-size", "224", "--epochs", str(p["none_epochs"])], base, out / "logs"))
+        results["datapath"] = run_child("f-datapath", [PY, str(BENCH / "probes.py"), "datapath", "--batch-size", "32",
+                                                       "--image-size", "224"], base, out / "logs")
 
-    # (g) memory on 3,000 images at 224 px
-    mem_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "mem")))
-    results["tl_mem"] = tl_run("g-tl-head-3000", Path(data["paths"]["mem"]), "head", p["mem_epochs"], out, mem_env)
+    if "mem" in sections:  # (g) memory on 3,000 images at 224 px
+        mem_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "mem")))
+        results["tl_mem"] = tl_run("g-tl-head-3000", Path(data["paths"]["mem"]), "head", p["mem_epochs"], out,
+                                   mem_env)
 
     results["bench_seconds"] = time.perf_counter() - t_bench
     results["loadavg_end"] = loadavg()
@@ -313,89 +340,118 @@ def _j(r: dict | None) -> dict:
     return (r or {}).get("json") or {}
 
 
+def _ev(r: dict | None) -> dict:
+    return (r or {}).get("events") or {}
+
+
+def _children(R: dict) -> list[dict]:
+    out = []
+    for v in R.values():
+        for r in (v if isinstance(v, list) else [v]):
+            if isinstance(r, dict) and "returncode" in r:
+                out.append(r)
+            if isinstance(r, dict) and isinstance(r.get("test"), dict) and "returncode" in r["test"]:
+                out.append(r["test"])
+    return out
+
+
 def summarise(R: dict) -> dict:
-    S: dict = {}
-    ch, tc, tw = R["classic_head"], R["tl_head_cold"], R["tl_head_warm"]
-    chj = _j(ch)
-    # The classic script also evaluates the test folder; tl's test evaluation is a separate command,
-    # so the classic's training wall time is its wall time minus its own test evaluation.
-    S["classic_head_wall"] = ch["wall_seconds"]
-    S["classic_head_train_wall"] = ch["wall_seconds"] - chj.get("test_seconds", 0.0) if chj else None
-    S["classic_head_inprocess"] = (chj.get("seconds", 0) - chj.get("test_seconds", 0)) if chj else None
-    S["classic_head_test_accuracy"] = chj.get("test_accuracy")
-    S["classic_head_epoch_seconds"] = chj.get("epoch_seconds")
-    S["classic_head_train_images"] = chj.get("train_images")
-    S["tl_cold_wall"] = tc["wall_seconds"]
-    S["tl_cold_inprocess"] = _j(tc).get("train_seconds")
-    S["tl_cold_prepare"] = (tc.get("events") or {}).get("prepare_seconds")
-    S["tl_cold_mode"] = _j(tc).get("mode")
-    S["tl_cold_train_images"] = (tc.get("events") or {}).get("train_images")
-    S["tl_cold_val_images"] = (tc.get("events") or {}).get("val_images")
-    S["tl_cold_test_accuracy"] = (tc.get("test") or {}).get("accuracy")
-    S["tl_test_via"] = (tc.get("test") or {}).get("via")
-    S["tl_warm_wall"] = tw["wall_seconds"]
-    S["tl_warm_inprocess"] = _j(tw).get("train_seconds")
-    S["tl_warm_cache_hit"] = (tw.get("events") or {}).get("feature_cache_hit")
-    S["tl_warm_test_accuracy"] = (tw.get("test") or {}).get("accuracy")
-    S["head_speedup_wall"] = ratio(S["classic_head_train_wall"], S["tl_cold_wall"])
-    S["head_speedup_inprocess"] = ratio(S["classic_head_inprocess"], S["tl_cold_inprocess"])
-    S["warm_speedup_wall"] = ratio(S["classic_head_train_wall"], S["tl_warm_wall"])
-    S["warm_speedup_inprocess"] = ratio(S["classic_head_inprocess"], S["tl_warm_inprocess"])
-    fj = _j(R["floor"])
-    S["floor_seconds"] = fj.get("floor_seconds")
-    S["floor_cold_seconds"] = fj.get("cold_seconds")
-    S["floor_images"] = fj.get("images")
-    S["floor_process_wall"] = R["floor"]["wall_seconds"]
-    S["tl_cold_over_floor_wall"] = ratio(S["tl_cold_wall"], S["floor_seconds"])
-    S["tl_cold_over_floor_inprocess"] = ratio(S["tl_cold_inprocess"], S["floor_seconds"])
-    S["tl_warm_over_floor_wall"] = ratio(S["tl_warm_wall"], S["floor_seconds"])
+    S: dict = {"failed_children": [r["label"] for r in _children(R) if r.get("returncode")]}
+    if "classic_head" in R:
+        ch, tc, tw = R["classic_head"], R["tl_head_cold"], R["tl_head_warm"]
+        chj = _j(ch)
+        # The classic script also evaluates the test folder; tl's test evaluation is a separate
+        # command, so the classic's training wall time is its wall time minus its test evaluation.
+        S["classic_head_wall"] = ch["wall_seconds"]
+        S["classic_head_train_wall"] = ch["wall_seconds"] - chj.get("test_seconds", 0.0) if chj else None
+        S["classic_head_inprocess"] = (chj.get("seconds", 0) - chj.get("test_seconds", 0)) if chj else None
+        S["classic_head_test_accuracy"] = chj.get("test_accuracy")
+        S["classic_head_epoch_seconds"] = chj.get("epoch_seconds")
+        S["classic_head_peak_rss_gb"] = ch["maxrss_bytes"] / 2**30
+        S["classic_head_tree_rss_peak_gb"] = ch["tree_rss_peak_bytes"] / 2**30
+        S["tl_cold_wall"] = tc["wall_seconds"]
+        S["tl_cold_inprocess"] = _j(tc).get("train_seconds")
+        S["tl_cold_prepare"] = _ev(tc).get("prepare_seconds")
+        S["tl_cold_mode"] = _j(tc).get("mode")
+        S["tl_cold_train_images"] = _ev(tc).get("train_images")
+        S["tl_cold_val_images"] = _ev(tc).get("val_images")
+        S["tl_cold_test_accuracy"] = (tc.get("test") or {}).get("accuracy")
+        S["tl_test_via"] = (tc.get("test") or {}).get("via")
+        S["tl_cold_peak_rss_gb"] = tc["maxrss_bytes"] / 2**30
+        S["tl_warm_wall"] = tw["wall_seconds"]
+        S["tl_warm_inprocess"] = _j(tw).get("train_seconds")
+        S["tl_warm_cache_hit"] = _ev(tw).get("feature_cache_hit")
+        S["tl_warm_test_accuracy"] = (tw.get("test") or {}).get("accuracy")
+        S["head_speedup_wall"] = ratio(S["classic_head_train_wall"], S["tl_cold_wall"])
+        S["head_speedup_inprocess"] = ratio(S["classic_head_inprocess"], S["tl_cold_inprocess"])
+        S["warm_speedup_wall"] = ratio(S["classic_head_train_wall"], S["tl_warm_wall"])
+        S["warm_speedup_inprocess"] = ratio(S["classic_head_inprocess"], S["tl_warm_inprocess"])
+        fj = _j(R["floor"])
+        S["floor_seconds"] = fj.get("floor_seconds")
+        S["floor_cold_seconds"] = fj.get("cold_seconds")
+        S["floor_images"] = fj.get("images")
+        S["floor_process_wall"] = R["floor"]["wall_seconds"]
+        S["tl_cold_over_floor_wall"] = ratio(S["tl_cold_wall"], S["floor_seconds"])
+        S["tl_cold_over_floor_inprocess"] = ratio(S["tl_cold_inprocess"], S["floor_seconds"])
 
-    cl, tl = R["classic_last1"], R["tl_last1"]
-    clj, tle = _j(cl), tl.get("events") or {}
-    ce, te = clj.get("epoch_seconds") or [], tle.get("epoch_seconds") or []
-    S["classic_last1_epoch_seconds"], S["tl_last1_epoch_seconds"] = ce, te
-    S["classic_last1_epoch_mean"] = sum(ce) / len(ce) if ce else None
-    S["tl_last1_epoch_mean"] = sum(te) / len(te) if te else None
-    S["tl_last1_mode"] = tle.get("mode")
-    S["tl_last1_boundary"] = (tle.get("info") or {}).get("boundary")
-    S["tl_last1_prepare"] = tle.get("prepare_seconds")
-    S["tl_last1_decode_features_approx"] = tle.get("decode_and_features_seconds_approx")
-    S["last1_epoch_speedup"] = ratio(S["classic_last1_epoch_mean"], S["tl_last1_epoch_mean"])
-    ci, ti = clj.get("train_images"), tle.get("train_images")
-    S["classic_last1_train_images"], S["tl_last1_train_images"] = ci, ti
-    S["last1_epoch_speedup_per_image"] = (ratio(S["classic_last1_epoch_mean"] / ci, S["tl_last1_epoch_mean"] / ti)
-                                          if ci and ti and S["tl_last1_epoch_mean"] else None)
-    S["classic_last1_train_wall"] = cl["wall_seconds"] - clj.get("test_seconds", 0.0) if clj else None
-    S["tl_last1_wall"] = tl["wall_seconds"]
-    S["last1_wall_speedup"] = ratio(S["classic_last1_train_wall"], S["tl_last1_wall"])
-    S["classic_last1_test_accuracy"] = clj.get("test_accuracy")
+    if "classic_last1" in R:
+        cl, tl = R["classic_last1"], R["tl_last1"]
+        clj, tle = _j(cl), _ev(tl)
+        ce, te = clj.get("epoch_seconds") or [], tle.get("epoch_seconds") or []
+        S["classic_last1_epoch_seconds"], S["tl_last1_epoch_seconds"] = ce, te
+        S["classic_last1_epoch_mean"] = sum(ce) / len(ce) if ce else None
+        S["tl_last1_epoch_mean"] = sum(te) / len(te) if te else None
+        S["tl_last1_mode"] = tle.get("mode")
+        S["tl_last1_boundary"] = (tle.get("info") or {}).get("boundary")
+        S["tl_last1_prepare"] = tle.get("prepare_seconds")
+        S["tl_last1_decode_features_approx"] = tle.get("decode_and_features_seconds_approx")
+        S["last1_epoch_speedup"] = ratio(S["classic_last1_epoch_mean"], S["tl_last1_epoch_mean"])
+        ci, ti = clj.get("train_images"), tle.get("train_images")
+        S["classic_last1_train_images"], S["tl_last1_train_images"] = ci, ti
+        S["last1_epoch_speedup_per_image"] = (ratio(S["classic_last1_epoch_mean"] / ci, S["tl_last1_epoch_mean"] / ti)
+                                              if ci and ti and S["tl_last1_epoch_mean"] else None)
+        S["classic_last1_train_wall"] = cl["wall_seconds"] - clj.get("test_seconds", 0.0) if clj else None
+        S["tl_last1_wall"] = tl["wall_seconds"]
+        S["last1_wall_speedup"] = ratio(S["classic_last1_train_wall"], S["tl_last1_wall"])
+        S["classic_last1_test_accuracy"] = clj.get("test_accuracy")
 
-    tn, sy = R["tl_none"].get("events") or {}, _j(R["synthetic_none"])
-    S["tl_none_images_per_sec"] = tn.get("images_per_sec")
-    S["tl_none_mode"] = tn.get("mode")
-    S["synthetic_images_per_sec"] = [e["images_per_sec"] for e in sy.get("epochs", [])]
-    tl_last = (tn.get("images_per_sec") or [None])[-1]
-    sy_last = sy.get("images_per_sec_last")
-    S["none_throughput_ratio"] = ratio(tl_last, sy_last)
-    if tn.get("images_per_sec") and S["synthetic_images_per_sec"]:
-        S["none_throughput_ratio_epoch1"] = ratio(tn["images_per_sec"][0], S["synthetic_images_per_sec"][0])
-    n_imgs = (tn.get("steps_per_epoch") or 0) * (tn.get("batch_size") or 0) * len(tn.get("images_per_sec") or [])
-    train_time = sum((tn.get("steps_per_epoch") or 0) * (tn.get("batch_size") or 0) / v
-                     for v in (tn.get("images_per_sec") or []) if v)
-    S["tl_none_images_per_sec_incl_decode"] = (n_imgs / (train_time + (tn.get("prepare_seconds") or 0))
-                                               if n_imgs else None)
+    if "tl_none" in R:
+        tl_runs = [_ev(r).get("images_per_sec") or [] for r in R["tl_none"]]
+        sy_runs = [[e["images_per_sec"] for e in _j(r).get("epochs", [])] for r in R["synthetic_none"]]
+        S["tl_none_images_per_sec"], S["synthetic_images_per_sec"] = tl_runs, sy_runs
+        S["tl_none_mode"] = _ev(R["tl_none"][0]).get("mode") if R["tl_none"] else None
+        # steady state: the epochs after each process's warm-up (quick mode has no epochs to spare)
+        w = NONE_WARMUP_EPOCHS
+        tl_steady = [x for run in tl_runs for x in run[w:]] or [x for run in tl_runs for x in run[-1:]]
+        sy_steady = [x for run in sy_runs for x in run[w:]] or [x for run in sy_runs for x in run[-1:]]
+        S["tl_none_steady_median"], S["synthetic_steady_median"] = median(tl_steady), median(sy_steady)
+        S["none_throughput_ratio"] = ratio(S["tl_none_steady_median"], S["synthetic_steady_median"])
+        S["none_throughput_ratio_epoch1"] = ratio(median([r[0] for r in tl_runs if r]),
+                                                  median([r[0] for r in sy_runs if r]))
+        S["none_ratio_per_rep"] = [ratio(median(a[w:] or a[-1:]), median(b[w:] or b[-1:]))
+                                    for a, b in zip(tl_runs, sy_runs)]
+        incl = []
+        for r in R["tl_none"]:
+            ev = _ev(r)
+            per_epoch = (ev.get("steps_per_epoch") or 0) * (ev.get("batch_size") or 0)
+            ips = ev.get("images_per_sec") or []
+            busy = sum(per_epoch / v for v in ips if v) + (ev.get("prepare_seconds") or 0)
+            incl.append(per_epoch * len(ips) / busy if busy else None)
+        S["tl_none_images_per_sec_incl_prepare"] = median(incl)
+        dp = _j(R.get("datapath"))
+        S["datapath_batch_seconds"] = dp.get("median_batch_seconds")
+        step = ratio(32, S["synthetic_steady_median"])
+        S["datapath_share_of_step"] = ratio(S["datapath_batch_seconds"], step)
+        S["tl_none_peak_rss_gb"] = max((r["maxrss_bytes"] for r in R["tl_none"]), default=0) / 2**30
 
-    tm = R["tl_mem"]
-    S["mem_train_images"] = (tm.get("events") or {}).get("train_images")
-    S["mem_images_total"] = R["data"]["counts"]["mem"]
-    S["mem_mode"] = (tm.get("events") or {}).get("mode")
-    S["mem_peak_rss_gb"] = tm["maxrss_bytes"] / 2**30
-    S["mem_tree_rss_peak_gb"] = tm["tree_rss_peak_bytes"] / 2**30
-    S["mem_wall"] = tm["wall_seconds"]
-    S["classic_head_peak_rss_gb"] = ch["maxrss_bytes"] / 2**30
-    S["classic_head_tree_rss_peak_gb"] = ch["tree_rss_peak_bytes"] / 2**30
-    S["tl_cold_peak_rss_gb"] = tc["maxrss_bytes"] / 2**30
-    S["failed_children"] = [r["label"] for r in R.values() if isinstance(r, dict) and r.get("returncode")]
+    if "tl_mem" in R:
+        tm = R["tl_mem"]
+        S["mem_train_images"] = _ev(tm).get("train_images")
+        S["mem_images_total"] = R["data"]["counts"]["mem"]
+        S["mem_mode"] = _ev(tm).get("mode")
+        S["mem_peak_rss_gb"] = tm["maxrss_bytes"] / 2**30
+        S["mem_tree_rss_peak_gb"] = tm["tree_rss_peak_bytes"] / 2**30
+        S["mem_wall"] = tm["wall_seconds"]
     return S
 
 
@@ -407,84 +463,108 @@ def _verdict(ok) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
+def _ge(a, b):
+    return None if a is None else a >= b
+
+
+def _le(a, b):
+    return None if a is None else a <= b
+
+
 def render(R: dict) -> str:
     S, T, p = R["summary"], TARGETS, R["params"]
     E, n_train, n_test = p["head_epochs"], R["data"]["counts"]["train"], R["data"]["counts"]["test"]
-    ge = lambda a, b: None if a is None else a >= b  # noqa: E731
-    le = lambda a, b: None if a is None else a <= b  # noqa: E731
-    acc_ok = (None if S["tl_cold_test_accuracy"] is None or S["classic_head_test_accuracy"] is None
-              else S["tl_cold_test_accuracy"] >= S["classic_head_test_accuracy"])
-    rows = [
-        (f"`head`, {E} epochs, {n_train} images: classic wall / `tl train` wall (both incl. process start-up)",
-         f"{_f(S['classic_head_train_wall'])} s / {_f(S['tl_cold_wall'])} s", f"{_f(S['head_speedup_wall'], '{:.1f}x')}",
-         f">= {T['head_speedup']:.0f}x", _verdict(ge(S["head_speedup_wall"], T["head_speedup"]))),
-        (f"`head`: test accuracy ({n_test} test images), tl vs classic",
-         f"{_f(S['tl_cold_test_accuracy'], '{:.1%}')} vs {_f(S['classic_head_test_accuracy'], '{:.1%}')}", "",
-         "tl >= classic", _verdict(acc_ok)),
-        ("`head`: `tl train` wall (incl. start-up) / floor (one forward pass over the training images)",
-         f"{_f(S['tl_cold_wall'])} s / {_f(S['floor_seconds'], '{:.2f}')} s",
-         f"{_f(S['tl_cold_over_floor_wall'], '{:.2f}x')}", f"<= {T['head_floor_ratio']}x",
-         _verdict(le(S["tl_cold_over_floor_wall"], T["head_floor_ratio"]))),
-        ("`head`: `tl` in-process `train_seconds` (excl. start-up) / floor",
-         f"{_f(S['tl_cold_inprocess'])} s / {_f(S['floor_seconds'], '{:.2f}')} s",
-         f"{_f(S['tl_cold_over_floor_inprocess'], '{:.2f}x')}", f"<= {T['head_floor_ratio']}x",
-         _verdict(le(S["tl_cold_over_floor_inprocess"], T["head_floor_ratio"]))),
-        ("`head`, warm feature cache: classic wall / `tl train` wall (both incl. start-up)",
-         f"{_f(S['classic_head_train_wall'])} s / {_f(S['tl_warm_wall'])} s", f"{_f(S['warm_speedup_wall'], '{:.1f}x')}",
-         f">= {T['warm_speedup']:.0f}x", _verdict(ge(S["warm_speedup_wall"], T["warm_speedup"]))),
-        (f"`last:1`: mean epoch time, classic ({S['classic_last1_train_images']} img) / tl "
-         f"({S['tl_last1_train_images']} img + val)",
-         f"{_f(S['classic_last1_epoch_mean'], '{:.2f}')} s / {_f(S['tl_last1_epoch_mean'], '{:.2f}')} s",
-         f"{_f(S['last1_epoch_speedup'], '{:.1f}x')}", f">= {T['last_epoch_speedup']:.0f}x",
-         _verdict(ge(S["last1_epoch_speedup"], T["last_epoch_speedup"]))),
-        ("`last:1`: same, per training image (tl's epoch includes its validation pass)",
-         "", f"{_f(S['last1_epoch_speedup_per_image'], '{:.1f}x')}", f">= {T['last_epoch_speedup']:.0f}x",
-         _verdict(ge(S["last1_epoch_speedup_per_image"], T["last_epoch_speedup"]))),
-        ("`none`: tl training images/s (last epoch, all data handling) / synthetic in-memory loop",
-         f"{_f((S['tl_none_images_per_sec'] or [None])[-1])} / {_f((S['synthetic_images_per_sec'] or [None])[-1])}",
-         f"{_f(S['none_throughput_ratio'], '{:.2f}x')}", f">= {T['none_throughput_ratio']}x",
-         _verdict(ge(S["none_throughput_ratio"], T["none_throughput_ratio"]))),
-        (f"Peak RSS, `tl train --freeze head`, {S['mem_images_total']} images at 224 px "
-         f"({S['mem_train_images']} train)", f"{_f(S['mem_peak_rss_gb'], '{:.2f}')} GB", "",
-         f"< {T['mem_peak_gb']:.0f} GB", _verdict(None if S["mem_peak_rss_gb"] is None
-                                                    else S["mem_peak_rss_gb"] < T["mem_peak_gb"])),
-        ("GPU rows", "not measured: no GPU was lent to this task", "", "", "not measured"),
-    ]
+    rows = []
+    extra = ["", "Details:"]
+    if "head_speedup_wall" in S:
+        acc_ok = (None if S["tl_cold_test_accuracy"] is None or S["classic_head_test_accuracy"] is None
+                  else S["tl_cold_test_accuracy"] >= S["classic_head_test_accuracy"])
+        rows += [
+            (f"`head`, {E} epochs, {n_train} images: classic wall / `tl train` wall (both incl. process start-up)",
+             f"{_f(S['classic_head_train_wall'])} s / {_f(S['tl_cold_wall'])} s",
+             _f(S["head_speedup_wall"], "{:.1f}x"), f">= {T['head_speedup']:.0f}x",
+             _verdict(_ge(S["head_speedup_wall"], T["head_speedup"]))),
+            (f"`head`: test accuracy ({n_test} test images), tl vs classic",
+             f"{_f(S['tl_cold_test_accuracy'], '{:.1%}')} vs {_f(S['classic_head_test_accuracy'], '{:.1%}')}", "",
+             "tl >= classic", _verdict(acc_ok)),
+            ("`head`: `tl train` wall (incl. start-up) / floor (one forward pass over the training images)",
+             f"{_f(S['tl_cold_wall'])} s / {_f(S['floor_seconds'], '{:.2f}')} s",
+             _f(S["tl_cold_over_floor_wall"], "{:.2f}x"), f"<= {T['head_floor_ratio']}x",
+             _verdict(_le(S["tl_cold_over_floor_wall"], T["head_floor_ratio"]))),
+            ("`head`: `tl` in-process `train_seconds` (excl. start-up) / floor",
+             f"{_f(S['tl_cold_inprocess'])} s / {_f(S['floor_seconds'], '{:.2f}')} s",
+             _f(S["tl_cold_over_floor_inprocess"], "{:.2f}x"), f"<= {T['head_floor_ratio']}x",
+             _verdict(_le(S["tl_cold_over_floor_inprocess"], T["head_floor_ratio"]))),
+            ("`head`, warm feature cache: classic wall / `tl train` wall (both incl. start-up)",
+             f"{_f(S['classic_head_train_wall'])} s / {_f(S['tl_warm_wall'])} s",
+             _f(S["warm_speedup_wall"], "{:.1f}x"), f">= {T['warm_speedup']:.0f}x",
+             _verdict(_ge(S["warm_speedup_wall"], T["warm_speedup"]))),
+        ]
+        extra += [
+            f"- classic head: in-process training {_f(S['classic_head_inprocess'])} s (excl. start-up and test "
+            f"eval); epochs {', '.join(_f(x) for x in S['classic_head_epoch_seconds'] or [])} s; peak RSS "
+            f"{_f(S['classic_head_peak_rss_gb'], '{:.2f}')} GB largest process, "
+            f"{_f(S['classic_head_tree_rss_peak_gb'], '{:.2f}')} GB summed over its process tree (workers)",
+            f"- tl head cold: mode {S['tl_cold_mode']}, trains on {S['tl_cold_train_images']} and validates on "
+            f"{S['tl_cold_val_images']} of the {n_train} images (default 20% hold-out); in-process "
+            f"{_f(S['tl_cold_inprocess'])} s of which preparation (check, weights, decode, features) "
+            f"{_f(S['tl_cold_prepare'])} s; in-process speedup {_f(S['head_speedup_inprocess'], '{:.1f}x')}; peak RSS "
+            f"{_f(S['tl_cold_peak_rss_gb'], '{:.2f}')} GB; test accuracy via {S['tl_test_via']}",
+            f"- tl head warm: cache hit {S['tl_warm_cache_hit']}, in-process {_f(S['tl_warm_inprocess'], '{:.2f}')} s, "
+            f"in-process speedup {_f(S['warm_speedup_inprocess'], '{:.0f}x')}, test accuracy "
+            f"{_f(S['tl_warm_test_accuracy'], '{:.1%}')}",
+            f"- floor: {S['floor_images']} images, batch 64, warm pass {_f(S['floor_seconds'], '{:.2f}')} s, cold "
+            f"(first) pass {_f(S['floor_cold_seconds'], '{:.2f}')} s; the floor process took "
+            f"{_f(S['floor_process_wall'])} s wall including its start-up, imports, model creation and decoding",
+        ]
+    if "last1_epoch_speedup" in S:
+        rows += [
+            (f"`last:1`: mean epoch time, classic ({S['classic_last1_train_images']} img) / tl "
+             f"({S['tl_last1_train_images']} img + val)",
+             f"{_f(S['classic_last1_epoch_mean'], '{:.2f}')} s / {_f(S['tl_last1_epoch_mean'], '{:.2f}')} s",
+             _f(S["last1_epoch_speedup"], "{:.1f}x"), f">= {T['last_epoch_speedup']:.0f}x",
+             _verdict(_ge(S["last1_epoch_speedup"], T["last_epoch_speedup"]))),
+            ("`last:1`: same, per training image (tl's epoch includes its validation pass)",
+             "", _f(S["last1_epoch_speedup_per_image"], "{:.1f}x"), f">= {T['last_epoch_speedup']:.0f}x",
+             _verdict(_ge(S["last1_epoch_speedup_per_image"], T["last_epoch_speedup"]))),
+        ]
+        extra.append(
+            f"- last:1: classic epochs {', '.join(_f(x, '{:.2f}') for x in S['classic_last1_epoch_seconds'])} s; tl "
+            f"epochs {', '.join(_f(x, '{:.2f}') for x in S['tl_last1_epoch_seconds'])} s (mode {S['tl_last1_mode']}, "
+            f"boundary {S['tl_last1_boundary']}); tl one-time preparation {_f(S['tl_last1_prepare'])} s (decode + "
+            f"features ~{_f(S['tl_last1_decode_features_approx'])} s); total wall classic "
+            f"{_f(S['classic_last1_train_wall'])} s vs tl {_f(S['tl_last1_wall'])} s "
+            f"({_f(S['last1_wall_speedup'], '{:.1f}x')}); classic test accuracy "
+            f"{_f(S['classic_last1_test_accuracy'], '{:.1%}')}")
+    if "none_throughput_ratio" in S:
+        rows.append(
+            ("`none`: tl training images/s (all per-batch data handling) / synthetic in-memory loop, "
+             "medians of post-warm-up epochs",
+             f"{_f(S['tl_none_steady_median'])} / {_f(S['synthetic_steady_median'])}",
+             _f(S["none_throughput_ratio"], "{:.2f}x"), f">= {T['none_throughput_ratio']}x",
+             _verdict(_ge(S["none_throughput_ratio"], T["none_throughput_ratio"]))))
+        runs = lambda rs: "; ".join(", ".join(_f(x) for x in r) for r in rs)  # noqa: E731
+        extra.append(
+            f"- none: tl images/s per epoch, per run: {runs(S['tl_none_images_per_sec'])} (mode {S['tl_none_mode']}); "
+            f"synthetic: {runs(S['synthetic_images_per_sec'])}; ratio per run pair "
+            f"{', '.join(_f(x, '{:.2f}') for x in S['none_ratio_per_rep'])}; first-epoch ratio "
+            f"{_f(S['none_throughput_ratio_epoch1'], '{:.2f}x')}; including tl's one-time preparation (decode, model) "
+            f"{_f(S['tl_none_images_per_sec_incl_prepare'])} images/s; tl's per-batch data handling alone (index, "
+            f"float, augment, normalise; batch 32 at 224 px) {_f(S['datapath_batch_seconds'], '{:.3f}')} s = "
+            f"{_f(S['datapath_share_of_step'], '{:.1%}')} of a synthetic training step; peak RSS "
+            f"{_f(S['tl_none_peak_rss_gb'], '{:.2f}')} GB")
+    if "mem_peak_rss_gb" in S:
+        rows.append(
+            (f"Peak RSS, `tl train --freeze head`, {S['mem_images_total']} images at 224 px "
+             f"({S['mem_train_images']} train)", f"{_f(S['mem_peak_rss_gb'], '{:.2f}')} GB", "",
+             f"< {T['mem_peak_gb']:.0f} GB", _verdict(S["mem_peak_rss_gb"] < T["mem_peak_gb"])))
+        extra.append(f"- memory run: mode {S['mem_mode']}, wall {_f(S['mem_wall'])} s, polled RSS peak "
+                     f"{_f(S['mem_tree_rss_peak_gb'], '{:.2f}')} GB")
+    rows.append(("GPU rows", "not measured: no GPU was lent to this task", "", "", "not measured"))
     lines = ["| Measurement | Measured | Ratio | Target | Result |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
-    extra = [
-        "",
-        "Details:",
-        f"- classic head: in-process training {_f(S['classic_head_inprocess'])} s (excl. start-up and test eval); "
-        f"epochs {', '.join(_f(x) for x in S['classic_head_epoch_seconds'] or [])} s; "
-        f"peak RSS {_f(S['classic_head_peak_rss_gb'], '{:.2f}')} GB largest process, "
-        f"{_f(S['classic_head_tree_rss_peak_gb'], '{:.2f}')} GB summed over its process tree (workers)",
-        f"- tl head cold: mode {S['tl_cold_mode']}, trains on {S['tl_cold_train_images']} and validates on "
-        f"{S['tl_cold_val_images']} of the {n_train} images (default 20% hold-out); in-process {_f(S['tl_cold_inprocess'])} s "
-        f"of which preparation (check, weights, decode, features) {_f(S['tl_cold_prepare'])} s; in-process speedup "
-        f"{_f(S['head_speedup_inprocess'], '{:.1f}x')}; peak RSS {_f(S['tl_cold_peak_rss_gb'], '{:.2f}')} GB; "
-        f"test accuracy via {S['tl_test_via']}",
-        f"- tl head warm: cache hit {S['tl_warm_cache_hit']}, in-process {_f(S['tl_warm_inprocess'], '{:.2f}')} s, "
-        f"in-process speedup {_f(S['warm_speedup_inprocess'], '{:.0f}x')}, test accuracy "
-        f"{_f(S['tl_warm_test_accuracy'], '{:.1%}')}",
-        f"- floor: {S['floor_images']} images, batch 64, warm pass {_f(S['floor_seconds'], '{:.2f}')} s, cold (first) pass "
-        f"{_f(S['floor_cold_seconds'], '{:.2f}')} s; the floor process took {_f(S['floor_process_wall'])} s wall "
-        "including its start-up, imports, model creation and decoding",
-        f"- last:1: classic epochs {', '.join(_f(x, '{:.2f}') for x in S['classic_last1_epoch_seconds'])} s; tl epochs "
-        f"{', '.join(_f(x, '{:.2f}') for x in S['tl_last1_epoch_seconds'])} s (mode {S['tl_last1_mode']}, boundary "
-        f"{S['tl_last1_boundary']}); tl one-time preparation {_f(S['tl_last1_prepare'])} s (decode + features "
-        f"~{_f(S['tl_last1_decode_features_approx'])} s); total wall classic {_f(S['classic_last1_train_wall'])} s vs tl "
-        f"{_f(S['tl_last1_wall'])} s ({_f(S['last1_wall_speedup'], '{:.1f}x')}); classic test accuracy "
-        f"{_f(S['classic_last1_test_accuracy'], '{:.1%}')}",
-        f"- none: tl images/s per epoch {', '.join(_f(x) for x in S['tl_none_images_per_sec'] or [])} (mode "
-        f"{S['tl_none_mode']}); synthetic {', '.join(_f(x) for x in S['synthetic_images_per_sec'])}; first-epoch ratio "
-        f"{_f(S.get('none_throughput_ratio_epoch1'), '{:.2f}x')}; including the one-time decode and set-up "
-        f"{_f(S['tl_none_images_per_sec_incl_decode'])} images/s",
-        f"- memory run: mode {S['mem_mode']}, wall {_f(S['mem_wall'])} s, polled RSS peak "
-        f"{_f(S['mem_tree_rss_peak_gb'], '{:.2f}')} GB",
-        f"- load average at start {R['loadavg_start']}, at end {R['loadavg_end']}; whole bench "
-        f"{_f(R['bench_seconds'] / 60)} min" + ("; QUICK MODE: smoke test, not the results" if R["quick"] else ""),
-    ]
+    extra.append(f"- load average at start {R['loadavg_start']}, at end {R['loadavg_end']}; whole bench "
+                 f"{_f(R['bench_seconds'] / 60)} min" + ("; QUICK MODE: smoke test, not the results" if R["quick"] else ""))
     if S["failed_children"]:
         extra.append(f"- FAILED child processes: {', '.join(S['failed_children'])} (see bench/out/logs)")
     return "\n".join(lines + extra)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .allocator import training_allocator, tuning_active
 from .augment import BatchAugment
 from .config import RunConfig
 from .decoded import decode_records
@@ -394,7 +395,7 @@ class Trainer:
                 "train_images": n_train, "val_images": len(self.val_y), "classes": self.classes,
                 "trainable_params": self.plan.trainable_params, "total_params": self.plan.total_params,
                 "frozen_groups": self.plan.frozen, "balance": balance, "imbalance_ratio": imbalance,
-                "prepare_seconds": time.perf_counter() - t_start}
+                "allocator_tuned": tuning_active(), "prepare_seconds": time.perf_counter() - t_start}
         self.cb.on_fit_start(info)
         if self.run is not None:
             self.run.save_summary(self._summary(info))
@@ -540,6 +541,11 @@ def fit(config: RunConfig, run: RunFolder | None = None, callbacks: Iterable[Cal
     if run is not None:
         callbacks.insert(0, RunRecorder(run))
     trainer = Trainer(config, run, callbacks, stop_event)
+    with training_allocator():
+        return _fit_guarded(trainer, run)
+
+
+def _fit_guarded(trainer: Trainer, run: RunFolder | None) -> FitResult:
     t0 = time.perf_counter()
     try:
         return trainer.fit()

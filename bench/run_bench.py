@@ -287,6 +287,12 @@ def main() -> int:
 
     if "head" in sections:  # (a) (b) (c) (d)
         results["classic_head"] = classic("a-classic-head", "head", p["head_epochs"])
+        # fairness check: the classic recipe under the same glibc allocator settings tl applies
+        # (set through glibc's environment variables, which reach its DataLoader workers too)
+        results["classic_head_tuned"] = run_child(
+            "a2-classic-head-tuned", [PY, str(BENCH / "classic_recipe.py"), str(train), str(test), "--model", MODEL,
+                                      "--epochs", str(p["head_epochs"]), "--trainable", "head"],
+            dict(base, MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 30)), out / "logs")
         head_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, "head")))
         results["tl_head_cold"] = tl_run("b-tl-head-cold", train, "head", p["head_epochs"], out, head_env)
         results["tl_head_warm"] = tl_run("c-tl-head-warm", train, "head", p["head_epochs"], out, head_env)
@@ -314,6 +320,11 @@ def main() -> int:
                 PY, str(BENCH / "probes.py"), "synthetic", "--model", MODEL,
                 "--images", str((ev.get("steps_per_epoch") or 5) * bs), "--batch-size", str(bs),
                 "--image-size", "224", "--epochs", str(p["none_epochs"])], base, out / "logs"))
+            # the same tl run with the CPU allocator tuning off (tl_core.allocator): what it buys
+            plain_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, f"none{rep}-plain")), TL_MALLOC_TUNING="0")
+            results.setdefault("tl_none_untuned", []).append(
+                tl_run(f"f-tl-none-untuned-{rep}", Path(data["paths"]["none"]), "none", p["none_epochs"], out,
+                       plain_env))
         results["datapath"] = run_child("f-datapath", [PY, str(BENCH / "probes.py"), "datapath", "--batch-size", "32",
                                                        "--image-size", "224"], base, out / "logs")
 
@@ -383,6 +394,13 @@ def summarise(R: dict) -> dict:
         S["tl_warm_cache_hit"] = _ev(tw).get("feature_cache_hit")
         S["tl_warm_test_accuracy"] = (tw.get("test") or {}).get("accuracy")
         S["head_speedup_wall"] = ratio(S["classic_head_train_wall"], S["tl_cold_wall"])
+        cht = R.get("classic_head_tuned")
+        if cht:
+            chtj = _j(cht)
+            S["classic_head_tuned_train_wall"] = (cht["wall_seconds"] - chtj.get("test_seconds", 0.0)
+                                                  if chtj else None)
+            S["classic_head_tuned_test_accuracy"] = chtj.get("test_accuracy")
+            S["head_speedup_vs_tuned_classic"] = ratio(S["classic_head_tuned_train_wall"], S["tl_cold_wall"])
         S["head_speedup_inprocess"] = ratio(S["classic_head_inprocess"], S["tl_cold_inprocess"])
         S["warm_speedup_wall"] = ratio(S["classic_head_train_wall"], S["tl_warm_wall"])
         S["warm_speedup_inprocess"] = ratio(S["classic_head_inprocess"], S["tl_warm_inprocess"])
@@ -393,6 +411,11 @@ def summarise(R: dict) -> dict:
         S["floor_process_wall"] = R["floor"]["wall_seconds"]
         S["tl_cold_over_floor_wall"] = ratio(S["tl_cold_wall"], S["floor_seconds"])
         S["tl_cold_over_floor_inprocess"] = ratio(S["tl_cold_inprocess"], S["floor_seconds"])
+        # like for like with tl's wall time: the floor process (start-up, imports, model, decoding)
+        # with one forward pass instead of its two
+        S["floor_one_pass_process_wall"] = (S["floor_process_wall"] - S["floor_seconds"]
+                                            if S["floor_seconds"] is not None else None)
+        S["tl_cold_over_floor_process_wall"] = ratio(S["tl_cold_wall"], S["floor_one_pass_process_wall"])
 
     if "classic_last1" in R:
         cl, tl = R["classic_last1"], R["tl_last1"]
@@ -438,6 +461,13 @@ def summarise(R: dict) -> dict:
             busy = sum(per_epoch / v for v in ips if v) + (ev.get("prepare_seconds") or 0)
             incl.append(per_epoch * len(ips) / busy if busy else None)
         S["tl_none_images_per_sec_incl_prepare"] = median(incl)
+        un_runs = [_ev(r).get("images_per_sec") or [] for r in R.get("tl_none_untuned", [])]
+        S["tl_none_untuned_images_per_sec"] = un_runs
+        un_steady = [x for run in un_runs for x in run[w:]] or [x for run in un_runs for x in run[-1:]]
+        S["tl_none_untuned_steady_median"] = median(un_steady)
+        S["allocator_speedup"] = ratio(S["tl_none_steady_median"], S["tl_none_untuned_steady_median"])
+        S["tl_none_allocator_tuned"] = (_ev(R["tl_none"][0]).get("info") or {}).get("allocator_tuned") \
+            if R["tl_none"] else None
         dp = _j(R.get("datapath"))
         S["datapath_batch_seconds"] = dp.get("median_batch_seconds")
         step = ratio(32, S["synthetic_steady_median"])
@@ -484,17 +514,28 @@ def render(R: dict) -> str:
              f"{_f(S['classic_head_train_wall'])} s / {_f(S['tl_cold_wall'])} s",
              _f(S["head_speedup_wall"], "{:.1f}x"), f">= {T['head_speedup']:.0f}x",
              _verdict(_ge(S["head_speedup_wall"], T["head_speedup"]))),
+            ("`head`: the same, with the classic recipe given tl's allocator settings (glibc environment "
+             "variables): what remains without them",
+             f"{_f(S.get('classic_head_tuned_train_wall'))} s / {_f(S['tl_cold_wall'])} s",
+             _f(S.get("head_speedup_vs_tuned_classic"), "{:.1f}x"), f">= {T['head_speedup']:.0f}x",
+             _verdict(_ge(S.get("head_speedup_vs_tuned_classic"), T["head_speedup"]))),
             (f"`head`: test accuracy ({n_test} test images), tl vs classic",
              f"{_f(S['tl_cold_test_accuracy'], '{:.1%}')} vs {_f(S['classic_head_test_accuracy'], '{:.1%}')}", "",
              "tl >= classic", _verdict(acc_ok)),
-            ("`head`: `tl train` wall (incl. start-up) / floor (one forward pass over the training images)",
-             f"{_f(S['tl_cold_wall'])} s / {_f(S['floor_seconds'], '{:.2f}')} s",
-             _f(S["tl_cold_over_floor_wall"], "{:.2f}x"), f"<= {T['head_floor_ratio']}x",
-             _verdict(_le(S["tl_cold_over_floor_wall"], T["head_floor_ratio"]))),
-            ("`head`: `tl` in-process `train_seconds` (excl. start-up) / floor",
+            ("`head`: `tl` training time in its process (check, weights, decode, features, 10 epochs, saving) "
+             "/ floor (one forward pass over the training images)",
              f"{_f(S['tl_cold_inprocess'])} s / {_f(S['floor_seconds'], '{:.2f}')} s",
              _f(S["tl_cold_over_floor_inprocess"], "{:.2f}x"), f"<= {T['head_floor_ratio']}x",
              _verdict(_le(S["tl_cold_over_floor_inprocess"], T["head_floor_ratio"]))),
+            ("`head`: `tl train` wall / floor process wall with one pass (both incl. Python start-up, imports, "
+             "model, decoding)",
+             f"{_f(S['tl_cold_wall'])} s / {_f(S['floor_one_pass_process_wall'])} s",
+             _f(S["tl_cold_over_floor_process_wall"], "{:.2f}x"), f"<= {T['head_floor_ratio']}x",
+             _verdict(_le(S["tl_cold_over_floor_process_wall"], T["head_floor_ratio"]))),
+            ("`head`: `tl train` wall (incl. ~3 s of process start-up) / floor pass alone (no start-up): "
+             "unlike things, shown for completeness",
+             f"{_f(S['tl_cold_wall'])} s / {_f(S['floor_seconds'], '{:.2f}')} s",
+             _f(S["tl_cold_over_floor_wall"], "{:.2f}x"), "(info)", ""),
             ("`head`, warm feature cache: classic wall / `tl train` wall (both incl. start-up)",
              f"{_f(S['classic_head_train_wall'])} s / {_f(S['tl_warm_wall'])} s",
              _f(S["warm_speedup_wall"], "{:.1f}x"), f">= {T['warm_speedup']:.0f}x",
@@ -543,10 +584,16 @@ def render(R: dict) -> str:
              f"{_f(S['tl_none_steady_median'])} / {_f(S['synthetic_steady_median'])}",
              _f(S["none_throughput_ratio"], "{:.2f}x"), f">= {T['none_throughput_ratio']}x",
              _verdict(_ge(S["none_throughput_ratio"], T["none_throughput_ratio"]))))
+        rows.append(
+            ("`none`: tl training images/s with the CPU allocator tuning / with `TL_MALLOC_TUNING=0` (not a "
+             "target: what the tuning buys)",
+             f"{_f(S['tl_none_steady_median'])} / {_f(S['tl_none_untuned_steady_median'])}",
+             _f(S["allocator_speedup"], "{:.2f}x"), "", ""))
         runs = lambda rs: "; ".join(", ".join(_f(x) for x in r) for r in rs)  # noqa: E731
         extra.append(
             f"- none: tl images/s per epoch, per run: {runs(S['tl_none_images_per_sec'])} (mode {S['tl_none_mode']}); "
-            f"synthetic: {runs(S['synthetic_images_per_sec'])}; ratio per run pair "
+            f"synthetic: {runs(S['synthetic_images_per_sec'])}; tl with the allocator tuning off: "
+            f"{runs(S['tl_none_untuned_images_per_sec'])}; ratio per run pair "
             f"{', '.join(_f(x, '{:.2f}') for x in S['none_ratio_per_rep'])}; first-epoch ratio "
             f"{_f(S['none_throughput_ratio_epoch1'], '{:.2f}x')}; including tl's one-time preparation (decode, model) "
             f"{_f(S['tl_none_images_per_sec_incl_prepare'])} images/s; tl's per-batch data handling alone (index, "

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import require_app, figure, guard, header, loaded_model, optional_module, run_picker
+from pages._shared import (figure, guard, header, loaded_model, optional_module, prepared_download, require_app,
+                           run_picker)
 
 require_app(__file__)
 
@@ -68,7 +69,8 @@ with guard():
                 st.image(over, caption=f"Red: the parts that made it say {best['label']}", width=320)
 
     st.subheader("Take it home")
-    st.caption("Each file is made when you click. The bundle has the weights (safetensors), the category names, "
+    st.caption("Each file is made when you click. ONNX and TorchScript files are checked against PyTorch on "
+               "real pictures before you get them. The bundle has the weights (safetensors), the category names, "
                "the preprocessing, a small predict.py script and a model card.")
     export = optional_module("export", "Exporting")
     if export is not None:
@@ -77,9 +79,9 @@ with guard():
         a.download_button("Download the bundle (.zip)", data=lambda: export.bundle_zip_bytes(run_dir),
                           file_name=f"{run_name}.zip", mime="application/zip", key="try_dl_bundle",
                           type="primary", icon=":material/inventory_2:", on_click="ignore")
-        b.download_button("ONNX (.onnx)", data=lambda: export.onnx_bytes(run_dir), file_name=f"{run_name}.onnx",
-                          mime="application/octet-stream", key="try_dl_onnx", icon=":material/sync_alt:", on_click="ignore",
+        prepared_download(b, "try_dl_onnx", run_dir, "ONNX (.onnx)", lambda: export.onnx_bytes(run_dir),
+                          f"{run_name}.onnx", "application/octet-stream", icon=":material/sync_alt:",
                           help="For other languages and runtimes (ONNX Runtime, OpenCV, C#, JavaScript…).")
-        c.download_button("TorchScript (.pt)", data=lambda: export.torchscript_bytes(run_dir),
-                          file_name=f"{run_name}.pt", mime="application/octet-stream", key="try_dl_ts", icon=":material/local_fire_department:",
-                          on_click="ignore", help="For PyTorch programs without Transfer Lab (torch.jit.load).")
+        prepared_download(c, "try_dl_ts", run_dir, "TorchScript (.pt)", lambda: export.torchscript_bytes(run_dir),
+                          f"{run_name}.pt", "application/octet-stream", icon=":material/local_fire_department:",
+                          help="For PyTorch programs without Transfer Lab (torch.jit.load).")

@@ -142,6 +142,29 @@ def guard():
             st.code("".join(traceback.format_exception(type(err), err, err.__traceback__)))
 
 
+def prepared_download(box, key: str, source: str, label: str, make, file_name: str, mime: str,
+                      icon: str | None = None, help: str | None = None) -> None:
+    """A download whose file takes a while to make and can fail (an export with its parity check).
+
+    A lazy ``st.download_button`` would make the file on click, but a failure there can only show
+    Streamlit's generic download error. So: a 'Prepare' button makes the file under a spinner (a
+    failure becomes our plain message), then the download button hands over the bytes. Prepared
+    files are kept per ``source`` (the run), so choosing another model never offers a stale file.
+    """
+    store = st.session_state.setdefault("_prepared_downloads", {})
+    if key in store and store[key]["source"] != source:
+        del store[key]
+    if key not in store:
+        if not box.button(f"Prepare {label}", key=f"{key}_prepare", icon=icon, help=help, width="stretch"):
+            return
+        with box, guard(), st.spinner(f"Making {label} and checking it gives the same answers as PyTorch…"):
+            store[key] = {"source": source, "data": make()}
+        if key not in store:
+            return
+    box.download_button(f"Download {label}", data=store[key]["data"], file_name=file_name, mime=mime, key=key,
+                        icon=icon, help=help, on_click="ignore", width="stretch")
+
+
 def header(title: str, sentence: str) -> None:
     st.title(title)
     st.markdown(sentence)

@@ -485,8 +485,30 @@ def test_try_page_classifies_an_upload_and_offers_downloads(env, trained_run, mo
     # the threshold moves the "not sure" line
     at.slider(key="try_threshold").set_value(1.0).run()
     assert any("Not sure" in w.value for w in at.warning)
-    assert {b.label for b in at.get("download_button")} >= {"Download the bundle (.zip)", "ONNX (.onnx)",
-                                                             "TorchScript (.pt)"}
+    assert "Download the bundle (.zip)" in {b.label for b in at.get("download_button")}
+    assert {"Prepare ONNX (.onnx)", "Prepare TorchScript (.pt)"} <= {b.label for b in at.button}
+
+
+def test_try_page_prepares_exports_and_explains_a_failed_one(env, trained_run, monkeypatch):
+    """ONNX/TorchScript are made (and parity-checked) on 'Prepare'; a failure is our plain message,
+    not Streamlit's generic download error, and the page keeps working."""
+    _use_trained(env, trained_run, monkeypatch)
+    import tl_core.export as export
+    from tl_core.export import ExportError
+
+    def refuse(run_dir):
+        raise ExportError("The ONNX file gives different answers from PyTorch (max difference 0.3).")
+
+    monkeypatch.setattr(export, "onnx_bytes", refuse)
+    at = app("pages/6_Try_and_export.py")
+    at.button(key="try_dl_ts_prepare").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Download TorchScript (.pt)" in {b.label for b in at.get("download_button")}
+    at.button(key="try_dl_onnx_prepare").click().run()
+    assert not at.exception
+    assert any("different answers from PyTorch" in e.value for e in at.error)
+    labels = {b.label for b in at.get("download_button")}
+    assert "Download ONNX (.onnx)" not in labels and "Download TorchScript (.pt)" in labels   # kept
 
 
 def test_try_page_bad_upload_is_explained(env, trained_run, monkeypatch):

@@ -292,3 +292,34 @@ def test_plain_errors(trained, tmp_path):
         export_run(empty.path, "bundle", tmp_path / "b")
     with pytest.raises(TransferLabError, match="run folder itself"):
         export_bundle(run.path, run.path)
+
+
+def test_bundle_does_not_carry_local_paths(trained, tmp_path):
+    """A bundle is handed to other people: no user name or folder layout in its files."""
+    run, photos = trained
+    local = str(photos[0].parent)          # .../pytest-of-root/.../photos
+    folder = export_bundle(run.path, tmp_path / "shared")
+    for f in sorted(folder.iterdir()):
+        if f.suffix in (".json", ".md", ".py"):
+            assert local not in f.read_text(encoding="utf-8"), f.name
+    cfg = RunConfig.load(folder / "config.json")
+    assert cfg.data.root == "photos" and cfg.model.name == "test_efficientnet"
+    assert load_run_model(folder).classes == CLASSES   # still a run folder
+
+
+def test_shareable_config_cuts_every_path_to_its_last_part(tmp_path):
+    from tl_core.export import shareable_config
+
+    cfg = RunConfig(data=DataConfig(root="/home/ana/Pictures/birds", test_root="C:\\Users\\ana\\birds-test"),
+                    model=ModelConfig(name="test_efficientnet", weights="/home/ana/Downloads/my-weights.safetensors"),
+                    freeze=FreezeConfig(preset="head"))
+    cfg.train.cache_dir = "/home/ana/.cache/tl"
+    run = RunFolder.create(cfg, runs_dir=tmp_path / "runs")
+    shared = shareable_config(run.path)
+    assert (shared.data.root, shared.data.test_root) == ("birds", "birds-test")
+    assert shared.model.weights == "my-weights.safetensors" and shared.train.cache_dir is None
+    assert "ana" not in shared.to_json()
+    assert RunConfig.load(run.path / "config.json").data.root == "/home/ana/Pictures/birds"  # run untouched
+    plain = RunConfig(data=DataConfig(root="relative-folder"), model=ModelConfig(name="test_efficientnet"))
+    run2 = RunFolder.create(plain, runs_dir=tmp_path / "runs")
+    assert shareable_config(run2.path).model.weights == "auto"

@@ -115,8 +115,11 @@ def measure(model_name: str, frozen_groups: list[str] | tuple[str, ...] | None =
         hit = _CACHE.get(key)
     if hit is not None:
         return hit
-    result = _measure_uncached(model_name, FreezeConfig(preset=preset, frozen_groups=frozen_groups),
-                               num_classes, image_size, dev, batch, feature_cache)
+    from .allocator import training_allocator
+
+    with training_allocator():  # time the steps under the settings training runs with
+        result = _measure_uncached(model_name, FreezeConfig(preset=preset, frozen_groups=frozen_groups),
+                                   num_classes, image_size, dev, batch, feature_cache)
     with _LOCK:
         _CACHE[key] = result
     return result

@@ -35,13 +35,14 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .config import RunConfig
 from .errors import RunError, TransferLabError
 from .runs import CONFIG_FILE, LABELS_FILE, PREPROCESSING_FILE, WEIGHTS_FILE, RunFolder, write_json_atomic
 
@@ -169,6 +170,29 @@ def bundle_preprocessing(run_dir: str | Path) -> dict:
     return prep
 
 
+def _last_part(path: str | None) -> str | None:
+    if not path:
+        return path
+    return PurePath(str(path).replace("\\", "/")).name or str(path)
+
+
+def shareable_config(run_dir: str | Path) -> RunConfig:
+    """The run's settings as they travel in a bundle: local folder and file paths cut to their
+    last part (``/home/ana/Pictures/birds`` becomes ``birds``).
+
+    Why: a bundle is made to be handed to other people, and a full path gives away the user's
+    name and folder layout. The bundle needs none of them (its weights are ``model.safetensors``);
+    the folder name alone still says what the model was trained on.
+    """
+    cfg = RunFolder(Path(run_dir)).config()
+    cfg.data.root = _last_part(cfg.data.root) or "data"
+    cfg.data.test_root = _last_part(cfg.data.test_root)
+    if cfg.model.weights not in ("auto", "offline", "none"):
+        cfg.model.weights = _last_part(cfg.model.weights) or cfg.model.weights
+    cfg.train.cache_dir = None
+    return cfg
+
+
 def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the bundle folder and return its path.
 
@@ -185,7 +209,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     try:
         shutil.copyfile(run.weights_path, out / WEIGHTS_FILE)
-        shutil.copyfile(run.path / CONFIG_FILE, out / CONFIG_FILE)
+        (out / CONFIG_FILE).write_text(shareable_config(run.path).to_json() + "\n", encoding="utf-8")
         write_json_atomic(out / LABELS_FILE, list(labels))
         write_json_atomic(out / PREPROCESSING_FILE, bundle_preprocessing(run.path))
         from .templates import template_text
@@ -540,7 +564,8 @@ def model_card(run_dir: str | Path) -> str:
             continue
         if rep is None:
             continue
-        where = "validation images" if name == "val" else f"test folder `{rep.data_dir or name}`"
+        where = ("validation images" if name == "val"
+                 else f"test folder `{_last_part(rep.data_dir) or name}`")
         lines += ["", f"### On the {where} ({rep.n} images)", "",
                   f"Accuracy {_pct(rep.accuracy)}, balanced accuracy {_pct(rep.balanced_accuracy)}.", "",
                   "| Class | Precision | Recall | F1 | Images |", "|---|---:|---:|---:|---:|"]

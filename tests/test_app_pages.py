@@ -511,6 +511,27 @@ def test_try_page_prepares_exports_and_explains_a_failed_one(env, trained_run, m
     assert "Download ONNX (.onnx)" not in labels and "Download TorchScript (.pt)" in labels   # kept
 
 
+def test_try_page_classifies_a_camera_photo(env, trained_run, monkeypatch):
+    """The camera path: a JPEG from the browser's camera goes through the same loading and answer."""
+    _use_trained(env, trained_run, monkeypatch)
+    import io
+
+    from PIL import Image
+
+    at = app("pages/6_Try_and_export.py")
+    at.radio(key="try_source").set_value("Camera").run()
+    assert not at.exception
+    photo = sorted((sample_dir() / "trouser").iterdir())[-1]
+    buf = io.BytesIO()
+    Image.open(photo).convert("RGB").resize((640, 480)).save(buf, "JPEG", quality=90)  # a webcam frame
+    at.camera_input(key="try_camera").set_value(("camera.jpg", buf.getvalue(), "image/jpeg")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    verdicts = [s.value for s in at.success] + [w.value for w in at.warning]
+    assert any("sure" in v for v in verdicts)
+    captions = [c for img in at.get("image") for c in (img.captions or [])]
+    assert "camera.jpg" in captions, f"the photo is shown beside the answer: {captions}"
+
+
 def test_try_page_bad_upload_is_explained(env, trained_run, monkeypatch):
     _use_trained(env, trained_run, monkeypatch)
     at = app("pages/6_Try_and_export.py")

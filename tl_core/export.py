@@ -303,19 +303,50 @@ def check_onnx(path: str | Path, run_dir: str | Path, images: list[Image.Image] 
     return parity(out, ref)
 
 
+@dataclasses.dataclass
+class _ExportJob:
+    """What both network exports start from: the run, its model on the CPU, where the file goes,
+    the parity-check images and a 2-image example batch for tracing."""
+    run: RunFolder
+    loaded: Any
+    out: Path
+    images: list[Image.Image]
+    example: torch.Tensor
+
+
+def _export_job(run_dir: str | Path, out_path: str | Path) -> _ExportJob:
+    run = _open(run_dir)
+    loaded = _load(run)
+    images = check_images(run.path, loaded.preprocessing.size)
+    return _ExportJob(run, loaded, Path(out_path).expanduser(), images,
+                      loaded.preprocessing.to_input(images[:2], "cpu"))
+
+
+@contextlib.contextmanager
+def _written_only_if_verified(out: Path, failure: str):
+    """Yield a temporary path next to ``out``; it becomes ``out`` only if the block finishes (the
+    parity check passed). Anything unexpected becomes an :class:`ExportError` starting ``failure``."""
+    tmp = _atomic_path(out)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, (KeyboardInterrupt, SystemExit, TransferLabError)):
+            raise
+        raise ExportError(failure.format(error=f"{type(err).__name__}: {str(err)[:200]}")) from None
+
+
 def export_onnx(run_dir: str | Path, out_path: str | Path, report: dict | None = None) -> Path:
     """Write ``out_path`` (.onnx), verified with onnxruntime; ``report`` (if given) receives the
     opset, the number of check images and the largest difference found."""
     import onnx
 
-    run = _open(run_dir)
-    loaded = _load(run)
-    out = Path(out_path).expanduser()
-    images = check_images(run.path, loaded.preprocessing.size)
-    example = loaded.preprocessing.to_input(images[:2], "cpu")
-    tmp = _atomic_path(out)
-    try:
-        opset = _torch_onnx_export(loaded.model, example, tmp)
+    job = _export_job(run_dir, out_path)
+    loaded, out, images = job.loaded, job.out, job.images
+    with _written_only_if_verified(out, "The ONNX export failed ({error}). The bundle and TorchScript exports "
+                                        "still work.") as tmp:
+        opset = _torch_onnx_export(loaded.model, job.example, tmp)
         proto = onnx.load(str(tmp))
         meta = {**_metadata(loaded), "opset": str(opset)}
         del proto.metadata_props[:]
@@ -323,18 +354,11 @@ def export_onnx(run_dir: str | Path, out_path: str | Path, report: dict | None =
             proto.metadata_props.add(key=key, value=value)
         proto.doc_string = f"{loaded.model_name} fine-tuned with Transfer Lab on: {', '.join(loaded.classes)}"
         onnx.save(proto, str(tmp))
-        check = check_onnx(tmp, run.path, images, loaded)
+        check = check_onnx(tmp, job.run.path, images, loaded)
         if not check["ok"]:
             raise ExportError(f"The ONNX file does not reproduce the model (logits differ by up to "
                               f"{check['max_abs_diff']:.1e}, probabilities by {check['max_prob_diff']:.1e}; allowed "
                               f"{PARITY_TOLERANCE:.0e}); it was not saved. Use the bundle or TorchScript instead.")
-        os.replace(tmp, out)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, (KeyboardInterrupt, SystemExit, TransferLabError)):
-            raise
-        raise ExportError(f"The ONNX export failed ({type(err).__name__}: {str(err)[:200]}). "
-                          "The bundle and TorchScript exports still work.") from None
     if report is not None:
         report.update({"format": "onnx", "opset": opset, **check, "images": len(images), "path": str(out)})
     return out
@@ -365,33 +389,23 @@ def check_torchscript(path: str | Path, run_dir: str | Path, images: list[Image.
 def export_torchscript(run_dir: str | Path, out_path: str | Path, report: dict | None = None) -> Path:
     """Write ``out_path`` (.pt, ``torch.jit.trace``), verified like ONNX. Class names and
     preprocessing are stored as extra files (``torch.jit.load(..., _extra_files=...)``)."""
-    run = _open(run_dir)
-    loaded = _load(run)
-    out = Path(out_path).expanduser()
-    images = check_images(run.path, loaded.preprocessing.size)
-    example = loaded.preprocessing.to_input(images[:2], "cpu")
-    tmp = _atomic_path(out)
-    try:
+    job = _export_job(run_dir, out_path)
+    loaded, out, images = job.loaded, job.out, job.images
+    with _written_only_if_verified(out, "This model could not be converted to TorchScript ({error}). The bundle "
+                                        "and ONNX exports still work.") as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with torch.no_grad():
-                traced = torch.jit.trace(loaded.model, example, check_trace=False)
+                traced = torch.jit.trace(loaded.model, job.example, check_trace=False)
             extra = {"labels.json": json.dumps(list(loaded.classes)),
                      "preprocessing.json": json.dumps(loaded.preprocessing.to_dict()),
                      "model.json": json.dumps(_metadata(loaded))}
             torch.jit.save(traced, str(tmp), _extra_files=extra)
-        check = check_torchscript(tmp, run.path, images, loaded)
+        check = check_torchscript(tmp, job.run.path, images, loaded)
         if not check["ok"]:
             raise ExportError(f"The TorchScript file does not reproduce the model (logits differ by up to "
                               f"{check['max_abs_diff']:.1e}); "
                               "it was not saved. Use the bundle or ONNX instead.")
-        os.replace(tmp, out)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, (KeyboardInterrupt, SystemExit, TransferLabError)):
-            raise
-        raise ExportError(f"This model could not be converted to TorchScript ({type(err).__name__}: "
-                          f"{str(err)[:200]}). The bundle and ONNX exports still work.") from None
     if report is not None:
         report.update({"format": "torchscript", **check, "images": len(images), "path": str(out)})
     return out

@@ -216,26 +216,28 @@ def _as_text(head: bytes) -> str | None:
     return text if bad == 0 else None
 
 
+# the start of an ImageLoadError reason -> what the user can do about it
+_FIXES: tuple[tuple[str, str], ...] = (
+    ("empty file", "The file has no content, probably from an interrupted copy or download. Copy the picture "
+                   "again or delete it."),
+    ("file is truncated", "Open it in an image viewer: if it does not show completely, download or copy it again, "
+                          "or delete it."),
+    ("heic", "Install HEIC support with 'pip install pillow-heif', or export the photos as JPEG (on iPhone: "
+             "Settings > Camera > Formats > Most Compatible)."),
+    ("not an image", "Remove this file from the image folder (or replace it with the real picture)."),
+    ("unsupported format", "Open it in an image editor and save it as JPEG or PNG."),
+    ("too large", "Shrink it in an image editor (for example to 4000 x 3000 pixels); the model only looks at small "
+                  "versions anyway."),
+    ("file not found", "The file was moved or deleted after the folder was scanned; scan the folder again."),
+    ("cannot read", "Check that you have permission to read the file and that the disk is still connected."),
+)
+
+
 def fix_for_reason(reason: str) -> str:
     """Concrete advice for an :class:`ImageLoadError` reason, for reports shown to users."""
     r = reason.lower()
-    if r.startswith("empty file"):
-        return "The file has no content, probably from an interrupted copy or download. Copy the picture again or delete it."
-    if r.startswith("file is truncated"):
-        return "Open it in an image viewer: if it does not show completely, download or copy it again, or delete it."
-    if r.startswith("heic"):
-        return "Install HEIC support with 'pip install pillow-heif', or export the photos as JPEG (on iPhone: Settings > Camera > Formats > Most Compatible)."
-    if r.startswith("not an image"):
-        return "Remove this file from the image folder (or replace it with the real picture)."
-    if r.startswith("unsupported format"):
-        return "Open it in an image editor and save it as JPEG or PNG."
-    if r.startswith("too large"):
-        return "Shrink it in an image editor (for example to 4000 x 3000 pixels); the model only looks at small versions anyway."
-    if r.startswith("file not found"):
-        return "The file was moved or deleted after the folder was scanned; scan the folder again."
-    if r.startswith("cannot read"):
-        return "Check that you have permission to read the file and that the disk is still connected."
-    return "Open the file in an image viewer; if it does not show, delete it or replace it."
+    return next((fix for start, fix in _FIXES if r.startswith(start)),
+                "Open the file in an image viewer; if it does not show, delete it or replace it.")
 
 
 # --------------------------------------------------------------------------------------

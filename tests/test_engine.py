@@ -43,6 +43,13 @@ def test_head_run_writes_complete_run_folder(fmnist_small, tmp_path):
     assert kinds[0] == "fit_start" and kinds[-1] == "fit_end" and kinds.count("epoch") == 3
     info = rec.calls[0][1]
     assert info["trainable_params"] == 1280 * 4 + 4 and info["boundary"] == "pre_logits"
+    import platform
+
+    from tl_core.allocator import tuning_active
+
+    # trained under the CPU allocator setting (glibc only), restored afterwards
+    assert info["allocator_tuned"] is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert not tuning_active()
     json.dumps(rec.calls)  # every payload is plain data
     run = RunFolder(result.run_dir)
     assert run.status()["state"] == "finished"

@@ -1,4 +1,5 @@
-"""Keep freed tensor memory in the process while training on a CPU (Linux/glibc only).
+"""Keep freed tensor memory in the process while training (or evaluating many images) on a CPU
+(Linux/glibc only).
 
 Why: glibc's malloc serves every block above its mmap threshold (128 KiB, growing to 32 MiB at most)
 with a fresh ``mmap`` and hands it back with ``munmap`` the moment it is freed. A CPU training step

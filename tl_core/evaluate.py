@@ -380,7 +380,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, progress: Pro
         records = scan_class_folders(data_dir)
         name = name or f"test-{_slug(Path(data_dir).expanduser().resolve().name)}"
         source = str(data_dir)
-    report = evaluate_records(loaded, records, progress=progress, name=_slug(name), data_dir=source)
+    from .allocator import training_allocator
+
+    with training_allocator():  # batch inference frees large activations too (see tl_core.allocator)
+        report = evaluate_records(loaded, records, progress=progress, name=_slug(name), data_dir=source)
     write_json_atomic(run.path / f"{EVAL_PREFIX}{report.name}.json", report.to_json(include_items=True))
     return report
 

@@ -89,3 +89,85 @@ def test_defaults_come_back_when_the_training_fails():
         with training_allocator():
             raise RuntimeError("boom")
     assert not tuning_active()
+
+
+def test_single_arena_is_read_from_either_environment_form(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert not allocator.single_arena()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    assert allocator.single_arena()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not allocator.single_arena()
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1")
+    assert allocator.single_arena()
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=16")
+    assert not allocator.single_arena()
+
+
+@pytest.mark.skipif(not GLIBC, reason="the tuning applies to glibc's malloc only")
+def test_which_threads_the_setting_covers(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert not allocator.covers_this_thread()          # not active
+    seen = {}
+    with training_allocator():
+        seen["main"] = allocator.covers_this_thread()
+        t = threading.Thread(target=lambda: seen.update(thread=allocator.covers_this_thread()))
+        t.start()
+        t.join()
+        monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+        t = threading.Thread(target=lambda: seen.update(one_arena=allocator.covers_this_thread()))
+        t.start()
+        t.join()
+    assert seen == {"main": True, "thread": False, "one_arena": True}
+
+
+BACKGROUND_THREAD_SCRIPT = r"""
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import test_allocator as t
+from tl_core.allocator import training_allocator
+
+def server_threads():  # like a web server's threads: they allocate, exit, leave their arenas behind
+    junk = [bytearray(200_000) for _ in range(50)]
+    time.sleep(0.1)
+
+threads = [threading.Thread(target=server_threads) for _ in range(4)]
+[x.start() for x in threads]
+[x.join() for x in threads]
+out = []
+def train():
+    with training_allocator():
+        out.append(t._faults_per_training_step(steps=5))
+worker = threading.Thread(target=train)
+worker.start()
+worker.join()
+print(out[0])
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="the tuning applies to glibc's malloc only")
+def test_app_started_with_one_arena_gets_the_setting_in_its_training_thread():
+    """The app trains in a background thread; `make run` starts it with MALLOC_ARENA_MAX=1 so that
+    thread allocates from the main arena, where the thresholds hold for blocks of any size."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests_dir = str(Path(__file__).parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+
+    def faults(extra: dict) -> float:
+        out = subprocess.run([sys.executable, "-c", BACKGROUND_THREAD_SCRIPT, tests_dir], env={**env, **extra},
+                             capture_output=True, text=True, timeout=120, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    default = faults({"TL_MALLOC_TUNING": "0"})
+    if default < 1000:
+        pytest.skip(f"only {default} page faults per step by default (transparent huge pages)")
+    assert faults({"MALLOC_ARENA_MAX": "1"}) < default / 4
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    run_recipe = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "MALLOC_ARENA_MAX=1" in run_recipe and "streamlit run" in run_recipe

@@ -64,7 +64,8 @@ def streamlit_server(dirs: dict):
     """``streamlit run app.py`` on a free port; stopping it and starting another on the same folders is
     a server restart."""
     env = dict(os.environ, TL_RUNS_DIR=str(dirs["runs"]), TL_WORKSPACE=str(dirs["workspace"]),
-               TL_CACHE_DIR=str(dirs["cache"]), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+               TL_CACHE_DIR=str(dirs["cache"]), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+               MALLOC_ARENA_MAX="1")   # as `make run` starts it
     port = _free_port()
     log_path = dirs["tmp"] / f"streamlit-{port}.log"
     log = open(log_path, "w")

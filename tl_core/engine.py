@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .allocator import training_allocator, tuning_active
+from .allocator import covers_this_thread, training_allocator
 from .augment import BatchAugment
 from .config import RunConfig
 from .decoded import decode_records
@@ -395,7 +395,7 @@ class Trainer:
                 "train_images": n_train, "val_images": len(self.val_y), "classes": self.classes,
                 "trainable_params": self.plan.trainable_params, "total_params": self.plan.total_params,
                 "frozen_groups": self.plan.frozen, "balance": balance, "imbalance_ratio": imbalance,
-                "allocator_tuned": tuning_active(), "prepare_seconds": time.perf_counter() - t_start}
+                "allocator_tuned": covers_this_thread(), "prepare_seconds": time.perf_counter() - t_start}
         self.cb.on_fit_start(info)
         if self.run is not None:
             self.run.save_summary(self._summary(info))

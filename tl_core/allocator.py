@@ -8,8 +8,10 @@ zero-fills and unmaps gigabytes of pages. Measured on a 2-core machine (``tf_eff
 batch 32 at 224 px, full fine-tune): 16 images/s with 25-40 s of system time per 4 epochs by
 default, 26 images/s with 4-7 s of system time with the threshold raised, and epoch-to-epoch noise
 fell from ~25% to ~2%. The price is that freed memory stays in the heap while training runs (peak
-RSS ~20% higher); when the last training in the process ends, the defaults come back and
-``malloc_trim`` returns the free memory to the system, which matters for the long-lived app server.
+RSS ~20% higher); when the last training in the process ends, glibc's starting values come back
+(128 KiB; glibc offers no way to turn its dynamic threshold back on, which only matters for blocks
+of 128 KiB-32 MiB outside training) and ``malloc_trim`` returns the free memory to the system,
+which matters for the long-lived app server.
 
 Threads: the thresholds are process-wide, but glibc gives each new thread its own malloc arena, and
 in such an arena any block over 64 MiB is always a fresh mapping whatever the settings. The app

@@ -78,7 +78,7 @@ def cmd_synthetic(args: argparse.Namespace) -> dict:
     threads = configure_threads(None)
     dev = pick_device("auto", tcfg.amp, tcfg.channels_last)
     torch.manual_seed(0)
-    model, _ = create_model(args.model, args.classes, weights="offline")
+    model, _ = create_model(args.model, args.classes, weights=args.weights)
     model.to(dev.device)
     if dev.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -180,6 +180,7 @@ def main() -> None:
     s.add_argument("--image-size", type=int, default=224)
     s.add_argument("--epochs", type=int, default=2)
     s.add_argument("--classes", type=int, default=10)
+    s.add_argument("--weights", default="offline", help="'none' for random weights (same speed)")
     d = sub.add_parser("datapath")
     d.add_argument("--images", type=int, default=160)
     d.add_argument("--batch-size", type=int, default=32)

@@ -53,7 +53,12 @@ FULL = {"train_per_class": 40, "test_per_class": 100, "head_epochs": 10, "last_e
         "none_per_class": 20, "none_epochs": 5, "none_reps": 2, "mem_per_class": 300, "mem_epochs": 10}
 QUICK = {"train_per_class": 10, "test_per_class": 20, "head_epochs": 2, "last_epochs": 1,
          "none_per_class": 10, "none_epochs": 2, "none_reps": 1, "mem_per_class": 30, "mem_epochs": 2}
-SECTIONS = ("head", "last1", "none", "mem")
+SECTIONS = ("head", "last1", "none", "mem", "gpu")
+# gpu: tl train (AMP, channels_last, data on the GPU) vs the synthetic loop for each model, on the
+# 3,000-image 224 px set. resnet50 has no offline weights, so it trains with the 'scratch' preset
+# (random weights, every layer trains: the same work per step as 'none').
+GPU_MODELS = (("tf_efficientnet_lite0", "none", "offline"), ("resnet50", "scratch", "none"))
+GPU_EPOCHS = {"full": 4, "quick": 2}
 
 TARGETS = {"head_speedup": 5.0, "head_floor_ratio": 1.5, "warm_speedup": 20.0, "last_epoch_speedup": 3.0,
            "none_throughput_ratio": 0.85, "mem_peak_gb": 3.0}
@@ -154,10 +159,11 @@ def run_child(label: str, cmd: list[str], env: dict, logs: Path) -> dict:
 
 # -- tl helpers ---------------------------------------------------------------------------------
 
-def tl_train_cmd(data: Path, preset: str, epochs: int, runs: Path) -> list[str]:
+def tl_train_cmd(data: Path, preset: str, epochs: int, runs: Path, model: str = MODEL,
+                 weights: str = "offline") -> list[str]:
     # --patience 0: no early stopping, so tl runs exactly the epochs the classic recipe runs
-    return [PY, "-m", "tl_core", "train", str(data), "--model", MODEL, "--freeze", preset, "--epochs", str(epochs),
-            "--weights", "offline", "--patience", "0", "--seed", "0", "--runs-dir", str(runs)]
+    return [PY, "-m", "tl_core", "train", str(data), "--model", model, "--freeze", preset, "--epochs", str(epochs),
+            "--weights", weights, "--patience", "0", "--seed", "0", "--runs-dir", str(runs)]
 
 
 def read_events(run_dir: str) -> dict:
@@ -179,8 +185,9 @@ def read_events(run_dir: str) -> dict:
             "decode_and_features_seconds_approx": (last_feat - first_decode) if first_decode and last_feat else None}
 
 
-def tl_run(label: str, data: Path, preset: str, epochs: int, out: Path, env: dict) -> dict:
-    r = run_child(label, tl_train_cmd(data, preset, epochs, out / "runs"), env, out / "logs")
+def tl_run(label: str, data: Path, preset: str, epochs: int, out: Path, env: dict, model: str = MODEL,
+           weights: str = "offline") -> dict:
+    r = run_child(label, tl_train_cmd(data, preset, epochs, out / "runs", model, weights), env, out / "logs")
     if r["returncode"] == 0 and r["json"] and r["json"].get("run_dir"):
         r["events"] = read_events(r["json"]["run_dir"])
     return r
@@ -333,6 +340,27 @@ def main() -> int:
         results["tl_mem"] = tl_run("g-tl-head-3000", Path(data["paths"]["mem"]), "head", p["mem_epochs"], out,
                                    mem_env)
 
+    if "gpu" in sections:  # (h) GPU throughput: tl vs synthetic, per model
+        import torch
+
+        explicit = "gpu" in [x.strip() for x in args.only.split(",")] and args.only != ",".join(SECTIONS)
+        if not torch.cuda.is_available() and not explicit:
+            results["gpu_skipped"] = "no CUDA GPU on this machine"
+        else:
+            results["gpu_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)"
+            epochs = GPU_EPOCHS["quick" if args.quick else "full"]
+            results["gpu"] = {}
+            for model, preset, weights in GPU_MODELS:
+                genv = dict(env, TL_CACHE_DIR=str(fresh_cache(out, f"gpu-{model}")))
+                r = tl_run(f"h-tl-{model}", Path(data["paths"]["mem"]), preset, epochs, out, genv, model, weights)
+                ev = r.get("events") or {}
+                bs = ev.get("batch_size") or 32
+                syn = run_child(f"h-synthetic-{model}", [
+                    PY, str(BENCH / "probes.py"), "synthetic", "--model", model, "--weights", weights,
+                    "--images", str((ev.get("steps_per_epoch") or 8) * bs), "--batch-size", str(bs),
+                    "--image-size", "224", "--epochs", str(epochs)], base, out / "logs")
+                results["gpu"][model] = {"tl": r, "synthetic": syn, "preset": preset}
+
     results["bench_seconds"] = time.perf_counter() - t_bench
     results["loadavg_end"] = loadavg()
     results["summary"] = summarise(results)
@@ -474,6 +502,17 @@ def summarise(R: dict) -> dict:
         S["datapath_share_of_step"] = ratio(S["datapath_batch_seconds"], step)
         S["tl_none_peak_rss_gb"] = max((r["maxrss_bytes"] for r in R["tl_none"]), default=0) / 2**30
 
+    if R.get("gpu"):
+        S["gpu"] = {}
+        for model, g in R["gpu"].items():
+            tl_ips = _ev(g["tl"]).get("images_per_sec") or []
+            sy_ips = [e["images_per_sec"] for e in _j(g["synthetic"]).get("epochs", [])]
+            w = min(NONE_WARMUP_EPOCHS, max(len(tl_ips) - 1, 0))
+            tl_med, sy_med = median(tl_ips[w:]), median(sy_ips[w:])
+            S["gpu"][model] = {"preset": g["preset"], "tl_images_per_sec": tl_ips, "synthetic_images_per_sec": sy_ips,
+                               "tl_median": tl_med, "synthetic_median": sy_med, "ratio": ratio(tl_med, sy_med),
+                               "device": (_ev(g["tl"]).get("info") or {}).get("device"),
+                               "batch_size": _ev(g["tl"]).get("batch_size")}
     if "tl_mem" in R:
         tm = R["tl_mem"]
         S["mem_train_images"] = _ev(tm).get("train_images")
@@ -607,7 +646,19 @@ def render(R: dict) -> str:
              f"< {T['mem_peak_gb']:.0f} GB", _verdict(S["mem_peak_rss_gb"] < T["mem_peak_gb"])))
         extra.append(f"- memory run: mode {S['mem_mode']}, wall {_f(S['mem_wall'])} s, polled RSS peak "
                      f"{_f(S['mem_tree_rss_peak_gb'], '{:.2f}')} GB")
-    rows.append(("GPU rows", "not measured: no GPU was lent to this task", "", "", "not measured"))
+    if S.get("gpu"):
+        for model, g in S["gpu"].items():
+            dev = g.get("device") or {}
+            rows.append((f"GPU ({R.get('gpu_device')}): `{model}` ({g['preset']}, batch {g['batch_size']}, AMP "
+                         f"{dev.get('amp_dtype')}, channels_last {dev.get('channels_last')}): tl images/s / synthetic",
+                         f"{_f(g['tl_median'])} / {_f(g['synthetic_median'])}", _f(g["ratio"], "{:.2f}x"),
+                         f">= {T['none_throughput_ratio']}x",
+                         _verdict(_ge(g["ratio"], T["none_throughput_ratio"]))))
+            extra.append(f"- GPU {model}: tl images/s per epoch {', '.join(_f(x) for x in g['tl_images_per_sec'])}; "
+                         f"synthetic {', '.join(_f(x) for x in g['synthetic_images_per_sec'])}")
+    else:
+        rows.append(("GPU rows", f"not measured: {R.get('gpu_skipped') or 'no GPU was lent to this task'}", "", "",
+                     "not measured"))
     lines = ["| Measurement | Measured | Ratio | Target | Result |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
     extra.append(f"- load average at start {R['loadavg_start']}, at end {R['loadavg_end']}; whole bench "

@@ -218,9 +218,22 @@ def fresh_cache(out: Path, name: str) -> Path:
 
 # -- the benchmark ------------------------------------------------------------------------------
 
-def build_data(out: Path, p: dict) -> dict:
-    from tl_core.sample_data import write_fashion_mnist
+DATA_SETS = {"train": "train", "test": "test", "none": "none", "mem": "mem224"}
+
+
+def build_data(out: Path, p: dict, reuse: Path | None = None) -> dict:
+    """The bench's image folders, from Debian's dataset-fashion-mnist; or, with ``reuse``, folders a
+    previous run built (for a machine without the Debian package, such as a lent GPU machine)."""
     t0 = time.perf_counter()
+    if reuse is not None:
+        sets = {k: reuse / name for k, name in DATA_SETS.items()}
+        missing = [str(v) for v in sets.values() if not v.is_dir()]
+        if missing:
+            raise SystemExit(f"--data {reuse}: missing {', '.join(missing)} (run the bench once where "
+                             "dataset-fashion-mnist is installed and pass its out/data folder)")
+        counts = {k: sum(1 for _ in v.rglob("*.png")) for k, v in sets.items()}
+        return {"paths": {k: str(v) for k, v in sets.items()}, "counts": counts, "seconds": 0.0, "reused": str(reuse)}
+    from tl_core.sample_data import write_fashion_mnist
     data = out / "data"
     shutil.rmtree(data, ignore_errors=True)
     sets = {"train": write_fashion_mnist(data / "train", p["train_per_class"], split="train"),
@@ -251,6 +264,7 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     ap.add_argument("--out", default=str(BENCH / "out"))
+    ap.add_argument("--data", default=None, help="reuse image folders an earlier run built (its out/data)")
     ap.add_argument("--wait-load", type=float, default=None,
                     help="before starting, wait until the 1-minute load average is below this")
     ap.add_argument("--wait-max", type=float, default=2400, help="give up waiting after this many seconds")
@@ -277,7 +291,7 @@ def main() -> int:
                PYTHONUNBUFFERED="1")
     env.pop("TL_DEBUG", None)
     print("Building the data...", flush=True)
-    data = build_data(out, p)
+    data = build_data(out, p, Path(args.data).resolve() if args.data else None)
     results["data"] = data
     train, test = Path(data["paths"]["train"]), Path(data["paths"]["test"])
 

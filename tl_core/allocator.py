@@ -36,8 +36,6 @@ from contextlib import contextmanager
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-M_MMAP_MAX = -4
-GLIBC_DEFAULT_MMAP_MAX = 65536
 GLIBC_DEFAULT_THRESHOLD = 128 * 1024
 # blocks above this still get their own mapping: only the truly huge (a whole decoded data set)
 TRAINING_MMAP_THRESHOLD = 1 << 30
@@ -63,11 +61,10 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def _set(libc: ctypes.CDLL, mmap_threshold: int, trim_threshold: int, mmap_max: int) -> bool:
+def _set(libc: ctypes.CDLL, mmap_threshold: int, trim_threshold: int) -> bool:
     ok_mmap = libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(mmap_threshold))
     ok_trim = libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(trim_threshold))
-    ok_max = libc.mallopt(M_MMAP_MAX, ctypes.c_int(mmap_max))
-    return bool(ok_mmap and ok_trim and ok_max)
+    return bool(ok_mmap and ok_trim)
 
 
 def single_arena() -> bool:
@@ -101,7 +98,7 @@ def training_allocator() -> Iterator[bool]:
         yield False
         return
     with _lock:
-        applied = _set(libc, TRAINING_MMAP_THRESHOLD, TRAINING_TRIM_THRESHOLD, 0) if _active == 0 else True
+        applied = _set(libc, TRAINING_MMAP_THRESHOLD, TRAINING_TRIM_THRESHOLD) if _active == 0 else True
         if applied:
             _active += 1
     try:
@@ -111,5 +108,5 @@ def training_allocator() -> Iterator[bool]:
             with _lock:
                 _active -= 1
                 if _active == 0:
-                    _set(libc, GLIBC_DEFAULT_THRESHOLD, GLIBC_DEFAULT_THRESHOLD, GLIBC_DEFAULT_MMAP_MAX)
+                    _set(libc, GLIBC_DEFAULT_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
                     libc.malloc_trim(0)

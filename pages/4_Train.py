@@ -158,6 +158,30 @@ def live(run_dir: str) -> None:
         st.rerun(scope="app")
 
 
+def all_runs(current: str | None) -> None:
+    """The table of every run on disk; redrawn every 2 s while a run trains (its state and epochs move)."""
+    runs = list_runs(runs_dir())
+    if runs:
+        st.subheader("All runs")
+        st.caption("Every run is kept on disk, with its curves and best weights.")
+        rows = [{"When": run_label(r).split(" · ")[0], "Model": r.get("model"), "Layers": r.get("preset"),
+                 "State": r.get("state"),
+                 "Best accuracy": (f"{r['best_val_accuracy']:.1%}"
+                                   if isinstance(r.get("best_val_accuracy"), (int, float))
+                                   and r["best_val_accuracy"] >= 0 else ""),
+                 "Epochs": r.get("epochs_done"), "Run folder": r["run_id"]} for r in runs]
+        event = st.dataframe(rows, hide_index=True, on_select="rerun", selection_mode="single-row",
+                             key=f"train_runs_{len(runs)}")
+        picked_rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+        if picked_rows:
+            picked = runs[picked_rows[0]]["path"]
+            if picked != st.session_state.get("train_runs_last") and picked != current:
+                st.session_state["train_runs_last"] = picked
+                view_run(picked)
+                st.rerun()
+        st.caption("Click a row to look at that run; the Results and Try pages follow your choice.")
+
+
 with guard():
     run_dir = current_run_dir()
     active_job = jobs.active_job()
@@ -202,23 +226,7 @@ with guard():
         elif view is not None:
             draw(view)
 
-    runs = list_runs(runs_dir())
-    if runs:
-        st.subheader("All runs")
-        st.caption("Every run is kept on disk, with its curves and best weights.")
-        rows = [{"When": run_label(r).split(" · ")[0], "Model": r.get("model"), "Layers": r.get("preset"),
-                 "State": r.get("state"),
-                 "Best accuracy": (f"{r['best_val_accuracy']:.1%}"
-                                   if isinstance(r.get("best_val_accuracy"), (int, float))
-                                   and r["best_val_accuracy"] >= 0 else ""),
-                 "Epochs": r.get("epochs_done"), "Run folder": r["run_id"]} for r in runs]
-        event = st.dataframe(rows, hide_index=True, on_select="rerun", selection_mode="single-row",
-                             key=f"train_runs_{len(runs)}")
-        picked_rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
-        if picked_rows:
-            picked = runs[picked_rows[0]]["path"]
-            if picked != st.session_state.get("train_runs_last") and picked != run_dir:
-                st.session_state["train_runs_last"] = picked
-                view_run(picked)
-                st.rerun()
-        st.caption("Click a row to look at that run; the Results and Try pages follow your choice.")
+    if active_job is not None:
+        st.fragment(run_every=2)(all_runs)(run_dir)
+    else:
+        all_runs(run_dir)

@@ -380,6 +380,10 @@ def test_stop_stops_the_run(env):
     at = app("pages/4_Train.py")
     job = _start_slow_run(at)
     at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    # the All runs table (a fragment redrawn while a run trains) lists the run as running
+    states = [list(df.value["State"]) for df in at.dataframe if "State" in df.value.columns]
+    assert states and "running" in states[0], states
     assert not at.button(key="train_stop").disabled
     assert at.button(key="train_start").disabled  # one run at a time
     t0 = time.time()

@@ -25,9 +25,9 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # One malloc arena: the app trains in a background thread, and only the main arena lets
-# tl_core.allocator keep freed activations (1.7x faster CPU fine-tuning in the app).
+# tl_core.runtime.allocator keep freed activations (1.7x faster CPU fine-tuning in the app).
 run: $(STAMP)
-	$(PY) -m tl_core.sample_data
+	$(PY) -m tl_core.data.sample
 	MALLOC_ARENA_MAX=1 $(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
 bench: $(STAMP) system-deps

@@ -19,8 +19,8 @@ from pages._shared import PAGES, STEPS, app_frame, guard, running_from_app, save
 
 
 def home() -> None:
-    from tl_core.device import describe_hardware
-    from tl_core.sample_data import sample_dir
+    from tl_core.runtime.device import describe_hardware
+    from tl_core.data.sample import sample_dir
 
     st.title("Transfer Lab")
     st.markdown("#### Teach a ready-made image model to recognise *your* categories, on this computer.")

@@ -6,7 +6,7 @@ with ``--trainable last:1`` also the last layer group), ``model.train()`` every 
 frozen BatchNorm layers keep updating their running statistics -- that *is* the classic
 behaviour), AdamW on the trainable parameters, cross-entropy, N epochs, then one evaluation on
 the test folder. The pretrained weights are the same ones Transfer Lab uses (the bundled offline
-ImageNet EfficientNet-Lite weights, loaded through ``tl_core.zoo``); only the recipe differs.
+ImageNet EfficientNet-Lite weights, loaded through ``tl_core.models``); only the recipe differs.
 
 The last stdout line is one JSON object: ``seconds`` (in-process, from the first line of this
 file's ``main`` to the end of the evaluation; excludes interpreter start-up and the imports),
@@ -30,7 +30,7 @@ from timm.data import create_transform, resolve_data_config  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision.datasets import ImageFolder  # noqa: E402
 
-from tl_core.zoo import create_model  # noqa: E402  (same weights as tl; not part of the recipe)
+from tl_core.models import create_model  # noqa: E402  (same weights as tl; not part of the recipe)
 
 IMPORT_SECONDS = time.perf_counter() - T_IMPORT
 

@@ -12,7 +12,7 @@
 * ``datapath``: only the per-batch data handling of ``tl train`` in full mode (index the decoded
   uint8 tensor, float, augment, normalise), without the model: how much of a training step it is.
 * ``testacc RUN_DIR TEST_DIR``: test accuracy of a ``tl`` run through
-  ``tl_core.inference.load_run_model`` (used when ``tl evaluate`` is not available).
+  ``tl_core.results.inference.load_run_model`` (used when ``tl evaluate`` is not available).
 
 Each prints one JSON object as its last stdout line.
 """
@@ -40,10 +40,10 @@ def _images_in(folder: str) -> tuple[list[str], list[int], list[str]]:
 def cmd_floor(args: argparse.Namespace) -> dict:
     import torch
 
-    from tl_core.decoded import decode_records
-    from tl_core.device import configure_threads
-    from tl_core.preprocess import Preprocessing
-    from tl_core.zoo import create_model
+    from tl_core.training.decoded import decode_records
+    from tl_core.runtime.device import configure_threads
+    from tl_core.models.preprocess import Preprocessing
+    from tl_core.models import create_model
 
     threads = configure_threads(None)  # what tl train uses: one thread per core
     paths, labels, classes = _images_in(args.data_dir)
@@ -70,9 +70,9 @@ def cmd_synthetic(args: argparse.Namespace) -> dict:
     import torch.nn.functional as F
 
     from tl_core.config import FreezeConfig, TrainConfig
-    from tl_core.device import configure_threads, pick_device
-    from tl_core.freezing import apply_freeze_plan, make_freeze_plan, optimizer_param_groups
-    from tl_core.zoo import create_model
+    from tl_core.runtime.device import configure_threads, pick_device
+    from tl_core.models.freezing import apply_freeze_plan, make_freeze_plan, optimizer_param_groups
+    from tl_core.models import create_model
 
     tcfg = TrainConfig()  # the defaults tl train uses (label smoothing, weight decay, AMP, channels_last)
     threads = configure_threads(None)
@@ -123,10 +123,10 @@ def cmd_datapath(args: argparse.Namespace) -> dict:
     tensor, convert to float, augment, normalise), exactly as ``Trainer._forward`` does it."""
     import torch
 
-    from tl_core.augment import BatchAugment
+    from tl_core.training.augment import BatchAugment
     from tl_core.config import TrainConfig
-    from tl_core.device import configure_threads
-    from tl_core.preprocess import Preprocessing
+    from tl_core.runtime.device import configure_threads
+    from tl_core.models.preprocess import Preprocessing
 
     threads = configure_threads(None)
     n, bs, size = args.images, args.batch_size, args.image_size
@@ -152,8 +152,8 @@ def cmd_datapath(args: argparse.Namespace) -> dict:
 def cmd_testacc(args: argparse.Namespace) -> dict:
     import torch
 
-    from tl_core.decoded import decode_records
-    from tl_core.inference import load_run_model
+    from tl_core.training.decoded import decode_records
+    from tl_core.results.inference import load_run_model
 
     loaded = load_run_model(args.run_dir)
     paths, labels, classes = _images_in(args.test_dir)
@@ -190,9 +190,9 @@ def main() -> None:
     t.add_argument("run_dir")
     t.add_argument("test_dir")
     args = ap.parse_args()
-    from tl_core.allocator import training_allocator
+    from tl_core.runtime.allocator import training_allocator
 
-    # the probes run under the same process settings tl train applies (tl_core.allocator)
+    # the probes run under the same process settings tl train applies (tl_core.runtime.allocator)
     with training_allocator() as tuned:
         out = {"floor": cmd_floor, "synthetic": cmd_synthetic, "datapath": cmd_datapath,
                "testacc": cmd_testacc}[args.cmd](args)

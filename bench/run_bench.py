@@ -233,7 +233,7 @@ def build_data(out: Path, p: dict, reuse: Path | None = None) -> dict:
                              "dataset-fashion-mnist is installed and pass its out/data folder)")
         counts = {k: sum(1 for _ in v.rglob("*.png")) for k, v in sets.items()}
         return {"paths": {k: str(v) for k, v in sets.items()}, "counts": counts, "seconds": 0.0, "reused": str(reuse)}
-    from tl_core.sample_data import write_fashion_mnist
+    from tl_core.data.sample import write_fashion_mnist
     data = out / "data"
     shutil.rmtree(data, ignore_errors=True)
     sets = {"train": write_fashion_mnist(data / "train", p["train_per_class"], split="train"),
@@ -299,8 +299,8 @@ def main() -> int:
     # into the OS file cache, so the first timed process is not penalised for a cold disk.
     base = dict(env, TL_CACHE_DIR=str(out / "cache" / "base"))
     results["prewarm"] = run_child("prewarm", [PY, "-c", (
-        "import torch, torchvision, timm, tl_core.engine, tl_core.cli, tl_core.evaluate\n"
-        f"from tl_core.zoo import create_model; create_model({MODEL!r}, 10, weights='offline')")], base, out / "logs")
+        "import torch, torchvision, timm, tl_core.training.loop, tl_core.cli, tl_core.results.evaluate\n"
+        f"from tl_core.models import create_model; create_model({MODEL!r}, 10, weights='offline')")], base, out / "logs")
 
     def classic(label: str, trainable: str, epochs: int) -> dict:
         return run_child(label, [PY, str(BENCH / "classic_recipe.py"), str(train), str(test), "--model", MODEL,
@@ -341,7 +341,7 @@ def main() -> int:
                 PY, str(BENCH / "probes.py"), "synthetic", "--model", MODEL,
                 "--images", str((ev.get("steps_per_epoch") or 5) * bs), "--batch-size", str(bs),
                 "--image-size", "224", "--epochs", str(p["none_epochs"])], base, out / "logs"))
-            # the same tl run with the CPU allocator tuning off (tl_core.allocator): what it buys
+            # the same tl run with the CPU allocator tuning off (tl_core.runtime.allocator): what it buys
             plain_env = dict(env, TL_CACHE_DIR=str(fresh_cache(out, f"none{rep}-plain")), TL_MALLOC_TUNING="0")
             results.setdefault("tl_none_untuned", []).append(
                 tl_run(f"f-tl-none-untuned-{rep}", Path(data["paths"]["none"]), "none", p["none_epochs"], out,

@@ -8,7 +8,7 @@ import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.errors import DataError
-from tl_core.ui_support import (checked_dataset, examples_per_class, new_upload_dir, split_counts,
+from tl_core.app.ui_support import (checked_dataset, examples_per_class, new_upload_dir, split_counts,
                                 upload_limit_mb, uploaded_signature)
 
 require_app(__file__)
@@ -92,7 +92,7 @@ with tab_path:
 with tab_sample:
     st.caption("200 small photos of clothes from Fashion-MNIST, in 5 categories.")
     if st.button("Use the sample data", key="data_use_sample", type="primary"):
-        from tl_core.sample_data import sample_dir
+        from tl_core.data.sample import sample_dir
 
         use_folder(sample_dir(), "sample")
 

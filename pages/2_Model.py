@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._shared import require_app, guard, header, next_step, save, ui
-from tl_core.ui_support import format_seconds, quick_counts
+from tl_core.app.ui_support import format_seconds, quick_counts
 
 require_app(__file__)
 
@@ -15,9 +15,9 @@ header("Model", "Choose the pretrained model to start from. Bigger models are us
 state = ui()
 
 with guard():
-    from tl_core import jobs
-    from tl_core.estimate import background_errors, estimate_if_known, measure_forward_in_background
-    from tl_core.zoo import RECOMMENDED_MODEL, catalogue, network_disabled, weights_status
+    from tl_core.app import jobs
+    from tl_core.training.estimate import background_errors, estimate_if_known, measure_forward_in_background
+    from tl_core.models import RECOMMENDED_MODEL, catalogue, network_disabled, weights_status
 
     models = catalogue()
     chosen = state.model_name or RECOMMENDED_MODEL

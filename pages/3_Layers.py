@@ -9,7 +9,7 @@ import streamlit as st
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.config import FreezeConfig, parse_preset
 from tl_core.errors import ConfigError
-from tl_core.ui_support import format_params, format_seconds, freeze_from_toggles, preset_label, quick_counts
+from tl_core.app.ui_support import format_params, format_seconds, freeze_from_toggles, preset_label, quick_counts
 
 require_app(__file__)
 
@@ -29,8 +29,8 @@ def _model_skeleton(name: str, num_classes: int):
 
 
 with guard():
-    from tl_core.freezing import CLASSIFIER_GROUP, layer_groups, make_freeze_plan
-    from tl_core.zoo import get_model_info
+    from tl_core.models.freezing import CLASSIFIER_GROUP, layer_groups, make_freeze_plan
+    from tl_core.models import get_model_info
 
     model_cfg = state.model_config()
     info = get_model_info(model_cfg.name)
@@ -126,7 +126,7 @@ with guard():
 
     fig = None
     try:
-        from tl_core import plots  # noqa: F401
+        from tl_core.app import plots  # noqa: F401
 
         if hasattr(plots, "layer_groups_figure"):
             fig = figure("layer_groups_figure", plan.to_dict()["groups"])
@@ -158,8 +158,8 @@ with guard():
               delta_color="off", delta_arrow="off")
     m2.metric("Frozen parameters", format_params(plan.total_params - plan.trainable_params))
     epochs = state.train_config().epochs
-    from tl_core import jobs
-    from tl_core.estimate import estimate_run
+    from tl_core.app import jobs
+    from tl_core.training.estimate import estimate_run
 
     est = None
     if n_images and jobs.active_job() is None:

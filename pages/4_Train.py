@@ -1,6 +1,6 @@
 """Train: good defaults, Start and Stop, and the run drawn live while it trains in the background.
 
-Training runs in a thread owned by the server (tl_core.jobs), never inside this script: the other
+Training runs in a thread owned by the server (tl_core.app.jobs), never inside this script: the other
 pages stay usable, a refresh or a second tab finds the same run, and everything is in the run
 folder, which this page polls once a second.
 """
@@ -11,11 +11,11 @@ import dataclasses
 import streamlit as st
 
 from pages._shared import require_app, current_run_dir, figure, guard, header, need_data, save, ui, view_run
-from tl_core import jobs
+from tl_core.app import jobs
 from tl_core.config import AUGMENTS, BALANCE_MODES, DEFAULT_LR, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.runs import list_runs
-from tl_core.ui_support import WARNING_TITLES, STAGE_LABELS, format_seconds, live_view, run_label, runs_dir
+from tl_core.app.ui_support import WARNING_TITLES, STAGE_LABELS, format_seconds, live_view, run_label, runs_dir
 
 require_app(__file__)
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import require_app, figure, guard, header, loaded_model, next_step, optional_module, run_picker, thumb_grid
+from pages._shared import require_app, figure, guard, header, loaded_model, next_step, run_picker, thumb_grid
+from tl_core.results import evaluate, explain
 from tl_core.runs import RunFolder
 
 require_app(__file__)
@@ -52,7 +53,6 @@ def confusion_with_cells(report, normalized: bool):
 
 
 with guard():
-    evaluate = optional_module("evaluate", "Evaluation")
     run_dir = run_picker("results_run", "Run", only_with_weights=True)
     if run_dir is None:
         st.info("No trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:")
@@ -137,8 +137,7 @@ with guard():
 
     st.subheader("What did it look at?")
     st.caption("Grad-CAM colours the parts of the picture that pushed the model towards its answer (red = most).")
-    explain = optional_module("explain", "Grad-CAM")
-    if explain is not None and report.items:
+    if report.items:
         options = [it["path"] for it in (wrong or [])] + [it["path"] for it in report.items
                                                           if it["true"] == it["pred"]][:30]
         by_path = {it["path"]: it for it in report.items}

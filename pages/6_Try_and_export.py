@@ -6,8 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import (figure, guard, header, loaded_model, optional_module, prepared_download, require_app,
+from pages._shared import (figure, guard, header, loaded_model, prepared_download, require_app,
                            run_picker)
+from tl_core.results import explain, export
 
 require_app(__file__)
 
@@ -62,8 +63,7 @@ with guard():
                 else:
                     st.dataframe([{"Category": t["label"], "Probability": f"{t['probability']:.1%}"} for t in top],
                                  hide_index=True)
-            explain = optional_module("explain", "Grad-CAM")
-            if explain is not None and st.toggle("Show what it looked at (Grad-CAM)", value=True, key="try_cam"):
+            if st.toggle("Show what it looked at (Grad-CAM)", value=True, key="try_cam"):
                 with st.spinner("Computing Grad-CAM…"):
                     over = explain.overlay(image, explain.gradcam(loaded, image))
                 st.image(over, caption=f"Red: the parts that made it say {best['label']}", width=320)
@@ -72,16 +72,14 @@ with guard():
     st.caption("Each file is made when you click. ONNX and TorchScript files are checked against PyTorch on "
                "real pictures before you get them. The bundle has the weights (safetensors), the category names, "
                "the preprocessing, a small predict.py script and a model card.")
-    export = optional_module("export", "Exporting")
-    if export is not None:
-        run_name = Path(run_dir).name
-        a, b, c = st.columns(3)
-        a.download_button("Download the bundle (.zip)", data=lambda: export.bundle_zip_bytes(run_dir),
-                          file_name=f"{run_name}.zip", mime="application/zip", key="try_dl_bundle",
-                          type="primary", icon=":material/inventory_2:", on_click="ignore")
-        prepared_download(b, "try_dl_onnx", run_dir, "ONNX (.onnx)", lambda: export.onnx_bytes(run_dir),
-                          f"{run_name}.onnx", "application/octet-stream", icon=":material/sync_alt:",
-                          help="For other languages and runtimes (ONNX Runtime, OpenCV, C#, JavaScript…).")
-        prepared_download(c, "try_dl_ts", run_dir, "TorchScript (.pt)", lambda: export.torchscript_bytes(run_dir),
-                          f"{run_name}.pt", "application/octet-stream", icon=":material/local_fire_department:",
-                          help="For PyTorch programs without Transfer Lab (torch.jit.load).")
+    run_name = Path(run_dir).name
+    a, b, c = st.columns(3)
+    a.download_button("Download the bundle (.zip)", data=lambda: export.bundle_zip_bytes(run_dir),
+                      file_name=f"{run_name}.zip", mime="application/zip", key="try_dl_bundle",
+                      type="primary", icon=":material/inventory_2:", on_click="ignore")
+    prepared_download(b, "try_dl_onnx", run_dir, "ONNX (.onnx)", lambda: export.onnx_bytes(run_dir),
+                      f"{run_name}.onnx", "application/octet-stream", icon=":material/sync_alt:",
+                      help="For other languages and runtimes (ONNX Runtime, OpenCV, C#, JavaScript…).")
+    prepared_download(c, "try_dl_ts", run_dir, "TorchScript (.pt)", lambda: export.torchscript_bytes(run_dir),
+                      f"{run_name}.pt", "application/octet-stream", icon=":material/local_fire_department:",
+                      help="For PyTorch programs without Transfer Lab (torch.jit.load).")

@@ -1,7 +1,7 @@
 """Streamlit glue shared by the pages: session state, the page header, error display, run picking.
 
 Not a page itself (the app lists its pages explicitly with ``st.navigation``). Everything that
-does not need Streamlit lives in :mod:`tl_core.ui_support`.
+does not need Streamlit lives in :mod:`tl_core.app.ui_support`.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core import jobs
+from tl_core.app import jobs
 from tl_core.errors import TransferLabError
 from tl_core.runs import list_runs
-from tl_core.ui_support import (UIState, format_seconds, live_view, load_ui_state, pick_run_to_show, run_label,
+from tl_core.app.ui_support import (UIState, format_seconds, live_view, load_ui_state, pick_run_to_show, run_label,
                                 runs_dir, save_ui_state)
 
 PAGES = {
@@ -242,31 +242,15 @@ def _sidebar_training() -> None:
 
 
 def figure(name: str, *args, **kwargs):
-    """A figure from :mod:`tl_core.plots`, or None with a note when this build has no such chart."""
-    try:
-        from tl_core import plots
+    """The plotly figure ``tl_core.app.plots.<name>(*args, **kwargs)``."""
+    from tl_core.app import plots
 
-        fn = getattr(plots, name)
-    except (ImportError, AttributeError):
-        st.caption(f"(This chart is not available in this version of Transfer Lab: {name}.)")
-        return None
-    return fn(*args, **kwargs)
-
-
-def optional_module(name: str, what: str):
-    """Import ``tl_core.<name>``; when it is missing, say which feature is unavailable and return None."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"tl_core.{name}")
-    except ImportError as err:
-        st.warning(f"{what} is not available in this version of Transfer Lab ({err}).", icon=":material/construction:")
-        return None
+    return getattr(plots, name)(*args, **kwargs)
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the trained model…")
 def _load_model_cached(run_dir: str, weights_mtime: float):
-    from tl_core.inference import load_run_model
+    from tl_core.results.inference import load_run_model
 
     return load_run_model(run_dir)
 

@@ -23,7 +23,7 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def fmnist_small(tmp_path_factory) -> Path:
     """Fashion-MNIST, 4 classes x 15 images (real images, tiny)."""
-    from tl_core.sample_data import fashion_mnist_available, write_fashion_mnist
+    from tl_core.data.sample import fashion_mnist_available, write_fashion_mnist
 
     if not fashion_mnist_available():
         pytest.fail("dataset-fashion-mnist is not installed; `make test` installs it")

@@ -8,8 +8,8 @@ import threading
 import pytest
 import torch
 
-from tl_core import allocator
-from tl_core.allocator import training_allocator, tuning_active
+from tl_core.runtime import allocator
+from tl_core.runtime.allocator import training_allocator, tuning_active
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -127,7 +127,7 @@ BACKGROUND_THREAD_SCRIPT = r"""
 import sys, threading, time
 sys.path.insert(0, sys.argv[1])
 import test_allocator as t
-from tl_core.allocator import training_allocator
+from tl_core.runtime.allocator import training_allocator
 
 def server_threads():  # like a web server's threads: they allocate, exit, leave their arenas behind
     junk = [bytearray(200_000) for _ in range(50)]

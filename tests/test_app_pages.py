@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tl_core import jobs
+from tl_core.app import jobs
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.runs import RunFolder, list_runs
-from tl_core.sample_data import sample_dir
+from tl_core.data.sample import sample_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -91,7 +91,7 @@ def ui_state(at: AppTest):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """One finished run on the sample (1 epoch, head), in its own runs folder."""
-    from tl_core.engine import train_run
+    from tl_core.training.loop import train_run
 
     runs = tmp_path_factory.mktemp("trained-runs")
     config = RunConfig(data=DataConfig(root=str(sample_dir())), model=ModelConfig(weights="offline"),
@@ -238,8 +238,8 @@ def test_data_problems_are_listed_with_their_fix(env):
 # -- Model -----------------------------------------------------------------------------------------
 
 def test_model_page_lists_catalogue_recommends_and_chooses(env, monkeypatch):
-    import tl_core.estimate as estimate
-    from tl_core.zoo import RECOMMENDED_MODEL, catalogue
+    import tl_core.training.estimate as estimate
+    from tl_core.models import RECOMMENDED_MODEL, catalogue
 
     # no background timing of twelve models inside the test process; one fake measurement instead
     monkeypatch.setattr(estimate, "measure_forward_in_background", lambda names, *a, **k: [])
@@ -268,7 +268,7 @@ def test_model_page_lists_catalogue_recommends_and_chooses(env, monkeypatch):
 @pytest.fixture
 def fast_estimates(monkeypatch):
     """Layers times each plan for real; in the tests a fake measurement keeps it instant."""
-    import tl_core.estimate as estimate
+    import tl_core.training.estimate as estimate
 
     def fake_measure(model_name, frozen_groups=None, preset="head", num_classes=2, *a, **k):
         kind = FreezeConfig(preset=preset, frozen_groups=frozen_groups).kind
@@ -497,8 +497,8 @@ def test_try_page_prepares_exports_and_explains_a_failed_one(env, trained_run, m
     """ONNX/TorchScript are made (and parity-checked) on 'Prepare'; a failure is our plain message,
     not Streamlit's generic download error, and the page keeps working."""
     _use_trained(env, trained_run, monkeypatch)
-    import tl_core.export as export
-    from tl_core.export import ExportError
+    import tl_core.results.export as export
+    from tl_core.results.export import ExportError
 
     def refuse(run_dir):
         raise ExportError("The ONNX file gives different answers from PyTorch (max difference 0.3).")
@@ -545,8 +545,8 @@ def test_try_page_bad_upload_is_explained(env, trained_run, monkeypatch):
 
 
 def test_model_without_offline_weights_is_flagged_when_offline(env, monkeypatch):
-    import tl_core.estimate as estimate
-    from tl_core.zoo import weights_status
+    import tl_core.training.estimate as estimate
+    from tl_core.models import weights_status
 
     monkeypatch.setattr(estimate, "measure_forward_in_background", lambda names, *a, **k: [])
     if weights_status("resnet50") == "ready":

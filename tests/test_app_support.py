@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tl_core import estimate, ui_support
+from tl_core.training import estimate
+
+from tl_core.app import ui_support
 from tl_core.config import DataConfig, FreezeConfig, RunConfig, TrainConfig
 from tl_core.runs import RunFolder
-from tl_core.sample_data import sample_dir
+from tl_core.data.sample import sample_dir
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import timm
 import torch
 from PIL import Image
 
-from tl_core.augment import BatchAugment
-from tl_core.preprocess import Preprocessing
+from tl_core.training.augment import BatchAugment
+from tl_core.models.preprocess import Preprocessing
 
 
 def test_preprocessing_from_timm_config():

@@ -96,7 +96,7 @@ def server(dirs):
 @pytest.fixture(scope="module")
 def picture_folder(tmp_path_factory) -> Path:
     """3 classes x 12 pictures from the bundled sample, as a user's folder ``my-clothes/<class>/``."""
-    from tl_core.sample_data import sample_dir
+    from tl_core.data.sample import sample_dir
 
     root = tmp_path_factory.mktemp("upload") / "my-clothes"
     for c in CLASSES:

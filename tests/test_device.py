@@ -11,11 +11,11 @@ import math
 import pytest
 import torch
 
-from tl_core import device as device_mod
-from tl_core import engine
+from tl_core.runtime import device as device_mod
+from tl_core.training import loop as engine
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.device import DeviceInfo, configure_threads, cpu_cores, pick_device
-from tl_core.engine import train_run
+from tl_core.runtime.device import DeviceInfo, configure_threads, cpu_cores, pick_device
+from tl_core.training.loop import train_run
 from tl_core.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.engine import Callback, diagnose, fit, lr_lambda, train_run
+from tl_core.training.loop import Callback, diagnose, fit, lr_lambda, train_run
 from tl_core.runs import RunFolder
 
 
@@ -45,7 +45,7 @@ def test_head_run_writes_complete_run_folder(fmnist_small, tmp_path):
     assert info["trainable_params"] == 1280 * 4 + 4 and info["boundary"] == "pre_logits"
     import platform
 
-    from tl_core.allocator import tuning_active
+    from tl_core.runtime.allocator import tuning_active
 
     # trained under the CPU allocator setting (glibc only), restored afterwards
     assert info["allocator_tuned"] is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
@@ -133,7 +133,7 @@ def test_crash_mid_training_keeps_best_weights(fmnist_small, tmp_path):
 
 
 def test_nan_loss_stops_with_advice(fmnist_small, tmp_path, monkeypatch):
-    import tl_core.engine as engine
+    import tl_core.training.loop as engine
 
     real = engine.F.cross_entropy
     monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))

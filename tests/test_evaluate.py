@@ -12,10 +12,10 @@ from PIL import Image
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig
 from tl_core.errors import TransferLabError
-from tl_core.evaluate import (EvalReport, compute_metrics, evaluate_records, evaluate_run, list_evaluations,
+from tl_core.results.evaluate import (EvalReport, compute_metrics, evaluate_records, evaluate_run, list_evaluations,
                               load_evaluation, scan_class_folders, _simple_scan)
-from tl_core.inference import load_run_model
-from tl_core.preprocess import Preprocessing
+from tl_core.results.inference import load_run_model
+from tl_core.models.preprocess import Preprocessing
 from tl_core.runs import RunFolder
 
 CLASSES = ["cat", "dog", "bird", "fish"]
@@ -194,11 +194,11 @@ def test_evaluate_run_plain_errors(run_and_data, tmp_path):
 
 def test_evaluate_run_predicts_under_the_cpu_allocator_setting(run_and_data, monkeypatch):
     """Batch evaluation frees large activations like training does (1000 test images took 31.6 s
-    without the setting, 12.7 s with it on 2 cores), so it runs under tl_core.allocator too."""
+    without the setting, 12.7 s with it on 2 cores), so it runs under tl_core.runtime.allocator too."""
     import platform
 
-    import tl_core.evaluate as evaluate_mod
-    from tl_core.allocator import tuning_active
+    import tl_core.results.evaluate as evaluate_mod
+    from tl_core.runtime.allocator import tuning_active
 
     run, _ = run_and_data
     seen = []

@@ -12,9 +12,9 @@ from PIL import Image
 
 from tl_core.config import DataConfig, ModelConfig, RunConfig
 from tl_core.errors import TransferLabError
-from tl_core.explain import cam_setup, explain, gradcam, jet, overlay
-from tl_core.inference import LoadedModel, load_run_model
-from tl_core.preprocess import Preprocessing
+from tl_core.results.explain import cam_setup, explain, gradcam, jet, overlay
+from tl_core.results.inference import LoadedModel, load_run_model
+from tl_core.models.preprocess import Preprocessing
 from tl_core.runs import RunFolder
 
 SIZE = 128

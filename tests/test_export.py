@@ -17,12 +17,12 @@ from PIL import Image
 
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig
 from tl_core.errors import TransferLabError
-from tl_core.export import (EXPORT_FORMATS, ONNX_OPSET, PARITY_TOLERANCE, bundle_zip_bytes, check_onnx,
+from tl_core.results.export import (EXPORT_FORMATS, ONNX_OPSET, PARITY_TOLERANCE, bundle_zip_bytes, check_onnx,
                             check_torchscript, export_bundle, export_onnx, export_run, export_torchscript,
                             model_card, onnx_bytes, parity, torchscript_bytes)
-from tl_core.freezing import make_freeze_plan
-from tl_core.inference import load_run_model
-from tl_core.preprocess import Preprocessing
+from tl_core.models.freezing import make_freeze_plan
+from tl_core.results.inference import load_run_model
+from tl_core.models.preprocess import Preprocessing
 from tl_core.runs import RunFolder
 
 CLASSES = ["china", "flower", "pattern"]
@@ -240,7 +240,7 @@ def test_parity_rule():
 
 def test_a_wrong_onnx_file_is_refused(trained, tmp_path, monkeypatch):
     """The check really runs: an exporter that writes a different model makes the export fail."""
-    import tl_core.export as ex
+    import tl_core.results.export as ex
 
     run, _ = trained
     real = ex._torch_onnx_export
@@ -308,7 +308,7 @@ def test_bundle_does_not_carry_local_paths(trained, tmp_path):
 
 
 def test_shareable_config_cuts_every_path_to_its_last_part(tmp_path):
-    from tl_core.export import shareable_config
+    from tl_core.results.export import shareable_config
 
     cfg = RunConfig(data=DataConfig(root="/home/ana/Pictures/birds", test_root="C:\\Users\\ana\\birds-test"),
                     model=ModelConfig(name="test_efficientnet", weights="/home/ana/Downloads/my-weights.safetensors"),

@@ -3,9 +3,9 @@ import timm
 import torch
 
 from tl_core.config import FreezeConfig
-from tl_core.features import (compute_features, feature_cache_key, find_prefix_split, load_cached_features,
+from tl_core.training.features import (compute_features, feature_cache_key, find_prefix_split, load_cached_features,
                               save_cached_features)
-from tl_core.freezing import apply_freeze_plan, make_freeze_plan, set_train_mode
+from tl_core.models.freezing import apply_freeze_plan, make_freeze_plan, set_train_mode
 
 
 def _frozen(name, preset):

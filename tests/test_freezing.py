@@ -4,7 +4,7 @@ import torch
 
 from tl_core.config import FreezeConfig
 from tl_core.errors import ConfigError
-from tl_core.freezing import (CLASSIFIER_GROUP, apply_freeze_plan, layer_groups, make_freeze_plan,
+from tl_core.models.freezing import (CLASSIFIER_GROUP, apply_freeze_plan, layer_groups, make_freeze_plan,
                               optimizer_param_groups, set_train_mode)
 
 

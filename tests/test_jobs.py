@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from tl_core import jobs
+from tl_core.app import jobs
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.runs import RunFolder

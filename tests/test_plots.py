@@ -7,8 +7,8 @@ import plotly.graph_objects as go
 import pytest
 
 from tl_core.errors import TransferLabError
-from tl_core.evaluate import EvalReport
-from tl_core.plots import (class_counts_chart, confusion_matrix_figure, layer_groups_figure, per_class_bars,
+from tl_core.results.evaluate import EvalReport
+from tl_core.app.plots import (class_counts_chart, confusion_matrix_figure, layer_groups_figure, per_class_bars,
                            topk_bars, training_curves)
 
 EPOCHS = [
@@ -125,7 +125,7 @@ def test_layer_groups_figure():
 def test_layer_groups_from_a_real_freeze_plan():
     timm = pytest.importorskip("timm")
     from tl_core.config import FreezeConfig
-    from tl_core.freezing import make_freeze_plan
+    from tl_core.models.freezing import make_freeze_plan
 
     plan = make_freeze_plan(timm.create_model("test_efficientnet", num_classes=2), FreezeConfig(preset="last:1"))
     fig = layer_groups_figure(plan.to_dict()["groups"])

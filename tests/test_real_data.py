@@ -6,9 +6,9 @@ recipe scores about 25% here (bench/RESULTS.md); preset ``head`` must reach 75%.
 import pytest
 
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.engine import train_run
-from tl_core.evaluate import evaluate_run
-from tl_core.sample_data import write_fashion_mnist
+from tl_core.training.loop import train_run
+from tl_core.results.evaluate import evaluate_run
+from tl_core.data.sample import write_fashion_mnist
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from timm.data import create_transform, resolve_data_config
 from timm.models import get_pretrained_cfg
 
 from tl_core.errors import ConfigError, WeightsError
-from tl_core.zoo import (
+from tl_core.models import (
     OFFLINE_PACKAGES,
     RECOMMENDED_MODEL,
     catalogue,
@@ -33,8 +33,8 @@ from tl_core.zoo import (
     resolve_weights,
     weights_status,
 )
-from tl_core.zoo import weights as weights_mod
-from tl_core.zoo.offline import bundled_checkpoint_path
+from tl_core.models import weights as weights_mod
+from tl_core.models.offline import bundled_checkpoint_path
 
 LITES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 DAISY, PALACE = 985, 698

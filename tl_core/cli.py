@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Sequence
 
-from .errors import TransferLabError
+from tl_core.errors import TransferLabError
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -32,9 +32,9 @@ def _say(msg: str) -> None:
 # -- train --------------------------------------------------------------------------------------
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
-    from .engine import Callback, train_run
-    from .engine import PREPARE_LABELS
+    from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.training.loop import Callback, train_run
+    from tl_core.training.loop import PREPARE_LABELS
 
     kind = args.freeze.split(":")[0]
     weights = args.weights
@@ -96,7 +96,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # -- evaluate / check / predict / export --------------------------------------------------------
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from tl_core.results.evaluate import evaluate_run
 
     report = evaluate_run(args.run_dir, args.data_dir)
     out = report.to_json()
@@ -110,7 +110,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .data.checks import check_dataset
+    from tl_core.data.checks import check_dataset
 
     report = check_dataset(args.data_dir)
     out = report.to_json()
@@ -126,9 +126,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .data.images import load_image
-    from .errors import ImageLoadError
-    from .inference import load_run_model
+    from tl_core.data.images import load_image
+    from tl_core.errors import ImageLoadError
+    from tl_core.results.inference import load_run_model
 
     loaded = load_run_model(args.run_dir)
     status = 0
@@ -147,7 +147,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_run
+    from tl_core.results.export import export_run
 
     path = export_run(args.run_dir, args.format, args.out)
     _say(f"Exported {args.format} to {path}")
@@ -156,7 +156,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from .runs import list_runs
+    from tl_core.runs import list_runs
 
     runs = list_runs(args.runs_dir)
     for r in runs:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from tl_core.errors import ConfigError
 
 PRESET_PATTERN = re.compile(r"^(head|none|scratch|last:(\d+))$")
 SCHEDULES = ("cosine", "onecycle", "constant")

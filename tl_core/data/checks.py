@@ -22,9 +22,9 @@ import scipy.fftpack  # noqa: F401  (imagehash.phash imports it lazily; do it on
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageLoadError
-from .images import fix_for_reason, load_image
-from .scan import DatasetScan, ImageRecord, Problem, scan_folder
+from tl_core.errors import ImageLoadError
+from tl_core.data.images import fix_for_reason, load_image
+from tl_core.data.scan import DatasetScan, ImageRecord, Problem, scan_folder
 
 __all__ = [
     "CheckReport",

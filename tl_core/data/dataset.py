@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ..errors import DataError
-from .checks import NEAR_DUPLICATE_DISTANCE, CheckReport, _same_picture, check_scan, near_pairs
-from .scan import ImageRecord, Problem, _scan_folder
-from .split import stratified_split
+from tl_core.errors import DataError
+from tl_core.data.checks import NEAR_DUPLICATE_DISTANCE, CheckReport, _same_picture, check_scan, near_pairs
+from tl_core.data.scan import ImageRecord, Problem, _scan_folder
+from tl_core.data.split import stratified_split
 
 if TYPE_CHECKING:
-    from ..config import DataConfig
+    from tl_core.config import DataConfig
 
 __all__ = ["PreparedDataset", "prepare_dataset"]
 

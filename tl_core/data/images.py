@@ -24,7 +24,7 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageLoadError
+from tl_core.errors import ImageLoadError
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
-from .images import HEIC_EXTENSIONS, KNOWN_UNSUPPORTED_IMAGE_EXTENSIONS, SUPPORTED_EXTENSIONS
+from tl_core.errors import DataError
+from tl_core.data.images import HEIC_EXTENSIONS, KNOWN_UNSUPPORTED_IMAGE_EXTENSIONS, SUPPORTED_EXTENSIONS
 
 __all__ = [
     "ImageRecord",

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
-from ..errors import ConfigError
+from tl_core.errors import ConfigError
 
 __all__ = ["Split", "stratified_split", "val_target"]
 

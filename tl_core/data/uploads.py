@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterable, Iterator
 
-from ..errors import UploadError
-from .scan import Problem, is_ignored_name
+from tl_core.errors import UploadError
+from tl_core.data.scan import Problem, is_ignored_name
 
 __all__ = ["UploadReport", "sanitize_relpath", "save_uploaded_files", "extract_zip"]
 

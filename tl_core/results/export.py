@@ -3,7 +3,7 @@
 * **bundle** (also called "safetensors"): ``model.safetensors`` + ``labels.json`` +
   ``preprocessing.json`` + ``predict.py`` (needs only torch, timm, Pillow) + ``MODEL_CARD.md`` +
   ``config.json``. The config copy makes the bundle folder a valid run folder, so
-  ``tl predict BUNDLE IMAGE`` and :func:`tl_core.inference.load_run_model` load it as they load a run.
+  ``tl predict BUNDLE IMAGE`` and :func:`tl_core.results.inference.load_run_model` load it as they load a run.
 * **ONNX** (opset :data:`ONNX_OPSET`) and **TorchScript**: the network alone (input: the
   normalised float batch ``(N, 3, S, S)`` with a free batch size; output: logits, apply softmax
   for probabilities); class names and preprocessing are stored inside the file as metadata.
@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import RunConfig
-from .errors import RunError, TransferLabError
-from .runs import CONFIG_FILE, LABELS_FILE, PREPROCESSING_FILE, WEIGHTS_FILE, RunFolder, write_json_atomic
+from tl_core.config import RunConfig
+from tl_core.errors import RunError, TransferLabError
+from tl_core.runs import CONFIG_FILE, LABELS_FILE, PREPROCESSING_FILE, WEIGHTS_FILE, RunFolder, write_json_atomic
 
 EXPORT_FORMATS = ("bundle", "safetensors", "onnx", "torchscript")
 # Opset 17 runs on every onnxruntime since 1.13 and on most mobile/edge runtimes. The legacy
@@ -96,7 +96,7 @@ def _generated_images(size: int) -> list[Image.Image]:
 def check_images(run_dir: str | Path, size: int, limit: int = MAX_CHECK_IMAGES) -> list[Image.Image]:
     """Images for the parity check: a few of the run's validation photos (when they are still on
     disk) plus generated pictures, so the check never depends on the user's files being there."""
-    from .evaluate import _loader, _record_parts
+    from tl_core.results.evaluate import _loader, _record_parts
 
     run = RunFolder(Path(run_dir))
     images: list[Image.Image] = []
@@ -151,7 +151,7 @@ def _metadata(loaded: Any) -> dict[str, str]:
 
 
 def _load(run: RunFolder):
-    from .inference import load_run_model
+    from tl_core.results.inference import load_run_model
 
     return load_run_model(run.path, device="cpu")
 
@@ -197,7 +197,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the bundle folder and return its path.
 
     The folder is both a stand-alone package (``python predict.py IMAGE``) and a run folder that
-    :func:`tl_core.inference.load_run_model` (and so ``tl predict``) can open.
+    :func:`tl_core.results.inference.load_run_model` (and so ``tl predict``) can open.
     """
     run = _open(run_dir)
     out = Path(out_dir).expanduser()
@@ -212,7 +212,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         (out / CONFIG_FILE).write_text(shareable_config(run.path).to_json() + "\n", encoding="utf-8")
         write_json_atomic(out / LABELS_FILE, list(labels))
         write_json_atomic(out / PREPROCESSING_FILE, bundle_preprocessing(run.path))
-        from .templates import template_text
+        from tl_core.results.templates import template_text
 
         (out / PREDICT_SCRIPT).write_text(template_text("predict.py"), encoding="utf-8")
         (out / MODEL_CARD_FILE).write_text(model_card(run.path), encoding="utf-8")
@@ -569,7 +569,7 @@ def model_card(run_dir: str | Path) -> str:
     epochs = run.epoch_logs()
     if epochs:
         lines.append(f"- Epochs trained: {len(epochs)}")
-    from .evaluate import list_evaluations, load_evaluation
+    from tl_core.results.evaluate import list_evaluations, load_evaluation
 
     for name in list_evaluations(run.path):
         try:

@@ -26,19 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .allocator import covers_this_thread, training_allocator
-from .augment import BatchAugment
-from .config import RunConfig
-from .decoded import decode_records
-from .device import DeviceInfo, configure_threads, pick_device
-from .errors import TransferLabError
-from .features import (compute_features, feature_cache_key, find_prefix_split, load_cached_features,
+from tl_core.runtime.allocator import covers_this_thread, training_allocator
+from tl_core.training.augment import BatchAugment
+from tl_core.config import RunConfig
+from tl_core.training.decoded import decode_records
+from tl_core.runtime.device import DeviceInfo, configure_threads, pick_device
+from tl_core.errors import TransferLabError
+from tl_core.training.features import (compute_features, feature_cache_key, find_prefix_split, load_cached_features,
                        save_cached_features, weights_fingerprint)
-from .freezing import (FreezePlan, apply_freeze_plan, make_freeze_plan, optimizer_param_groups,
+from tl_core.models.freezing import (FreezePlan, apply_freeze_plan, make_freeze_plan, optimizer_param_groups,
                        set_train_mode)
-from .paths import cache_dir
-from .preprocess import Preprocessing
-from .runs import RunFolder
+from tl_core.paths import cache_dir
+from tl_core.models.preprocess import Preprocessing
+from tl_core.runs import RunFolder
 
 FEATURE_MEMORY_BUDGET = 1.5 * 2**30   # beyond this the boundary activations are not cached
 
@@ -224,12 +224,14 @@ class Trainer:
         self.dev: DeviceInfo = pick_device(tcfg.device, tcfg.amp, tcfg.channels_last)
         device = self.dev.device
 
-        from .data.dataset import prepare_dataset
+        from tl_core.models.catalogue import get_model_info
+        get_model_info(cfg.model.name)  # a typo in the model name is answered before reading pictures
+        from tl_core.data.dataset import prepare_dataset
         self.data = prepare_dataset(cfg.data, progress=lambda d, t: self.cb.on_prepare("check", d, t))
         classes = self.data.classes
         self.classes = classes
 
-        from .zoo.weights import create_model
+        from tl_core.models.weights import create_model
         kind = cfg.freeze.kind
         weights = "none" if kind == "scratch" else cfg.model.weights
         self.model, self.weights_source = create_model(cfg.model.name, len(classes), weights)
@@ -379,7 +381,7 @@ class Trainer:
         imbalance = float(train_counts.max() / train_counts.clamp(min=1).min())
         balance = tcfg.balance
         if balance == "auto":
-            from .data.checks import IMBALANCE_WARN_RATIO
+            from tl_core.data.checks import IMBALANCE_WARN_RATIO
             balance = "weights" if imbalance >= IMBALANCE_WARN_RATIO else "none"
         weight = class_weights(self.train_y.cpu(), num_classes).to(device) if balance == "weights" else None
         sample_p = None

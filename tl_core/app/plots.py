@@ -146,7 +146,7 @@ def _confusion_parts(report_or_confusion: Any, classes: Sequence[str] | None) ->
     if not names:
         names = [str(i) for i in range(len(matrix))]
     if len(matrix) != len(names) or any(len(row) != len(names) for row in matrix):
-        from .errors import TransferLabError
+        from tl_core.errors import TransferLabError
 
         raise TransferLabError(f"The confusion matrix must be {len(names)} x {len(names)}, one row and one column "
                                "per class.")

@@ -15,7 +15,7 @@ from PIL import Image
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle-boot"]
-ASSETS_SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "sample"
+ASSETS_SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "sample"
 
 
 def fashion_mnist_available() -> bool:

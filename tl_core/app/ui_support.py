@@ -18,8 +18,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .config import DataConfig, FreezeConfig, ModelConfig, TrainConfig
-from .runs import ACTIVE_STATES, RunFolder, default_runs_dir, list_runs, read_json, write_json_atomic
+from tl_core.config import DataConfig, FreezeConfig, ModelConfig, TrainConfig
+from tl_core.runs import ACTIVE_STATES, RunFolder, default_runs_dir, list_runs, read_json, write_json_atomic
 
 UI_STATE_FILE = "ui_state.json"
 UPLOAD_LIMIT_MB_DEFAULT = 500
@@ -48,7 +48,7 @@ def new_upload_dir(kind: str = "upload") -> Path:
 def upload_limit_mb(config_path: str | Path | None = None) -> int:
     """``server.maxUploadSize`` from ``.streamlit/config.toml`` (500 MB when not set)."""
     candidates = [Path(config_path)] if config_path else [Path(".streamlit/config.toml"),
-                                                          Path(__file__).resolve().parent.parent / ".streamlit"
+                                                          Path(__file__).resolve().parents[2] / ".streamlit"
                                                           / "config.toml"]
     for path in candidates:
         try:
@@ -99,7 +99,7 @@ class UIState:
         return DataConfig(root=self.data_root, val_fraction=self.val_fraction)
 
     def model_config(self) -> ModelConfig:
-        from .zoo import RECOMMENDED_MODEL
+        from tl_core.models import RECOMMENDED_MODEL
 
         return ModelConfig(name=self.model_name or RECOMMENDED_MODEL)
 
@@ -355,7 +355,7 @@ def preset_label(preset: str) -> str:
 
 
 def _parse(preset: str) -> tuple[str, int]:
-    from .config import parse_preset
+    from tl_core.config import parse_preset
 
     return parse_preset(preset)
 
@@ -399,7 +399,7 @@ _CHECKS = _LRU(8)
 def checked_dataset(root: str | Path, progress: Callable[[int, int], None] | None = None):
     """:func:`tl_core.data.checks.check_dataset`, remembered per folder content for this process
     (the Data page redraws on every click; opening every picture each time would be slow)."""
-    from .data.checks import check_dataset
+    from tl_core.data.checks import check_dataset
 
     key = (str(Path(root).resolve()), folder_fingerprint(root))
     hit = _CHECKS.get(key)
@@ -442,7 +442,7 @@ def quick_counts(root: str | Path) -> dict[str, int]:
     report = cached_check(root)
     if report is not None:
         return dict(report.counts)
-    from .data.scan import scan_folder
+    from tl_core.data.scan import scan_folder
 
     return scan_folder(root).counts()
 

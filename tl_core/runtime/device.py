@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ConfigError
+from tl_core.errors import ConfigError
 
 
 @dataclass(frozen=True)

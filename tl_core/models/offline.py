@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..paths import cache_dir
-from ..errors import WeightsError
+from tl_core.paths import cache_dir
+from tl_core.errors import WeightsError
 
 # timm name -> pip package that bundles its ImageNet weights.
 OFFLINE_PACKAGES: dict[str, str] = {

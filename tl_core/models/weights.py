@@ -30,9 +30,9 @@ from urllib.parse import urlparse
 import torch
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-from ..errors import ConfigError, WeightsError
-from .catalogue import ModelInfo, catalogue, get_model_info
-from .offline import offline_package_available, offline_weights_path
+from tl_core.errors import ConfigError, WeightsError
+from tl_core.models.catalogue import ModelInfo, catalogue, get_model_info
+from tl_core.models.offline import offline_package_available, offline_weights_path
 
 Progress = Callable[[str], None]
 
@@ -209,7 +209,7 @@ def _offline_source(info: ModelInfo, progress: Progress | None) -> WeightsSource
     path = offline_weights_path(info.name)
     if path is None:
         return None
-    from .offline import OFFLINE_PACKAGES
+    from tl_core.models.offline import OFFLINE_PACKAGES
 
     return WeightsSource("offline", str(path),
                          f"bundled offline ImageNet weights ({OFFLINE_PACKAGES[info.name]})")
@@ -357,7 +357,7 @@ def load_pretrained_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], in
         # efficientnet-pytorch naming (like the offline packages' own .pth): convert it.
         import timm
 
-        from .offline import convert_lukemelas_state_dict
+        from tl_core.models.offline import convert_lukemelas_state_dict
 
         with torch.device("meta"):
             skeleton = timm.create_model(info.pretrained_tag, pretrained=False)

@@ -1,6 +1,6 @@
 """The model zoo: which pretrained backbones Transfer Lab offers, and where their weights come from.
 
-Import from here (``from tl_core.zoo import create_model, catalogue``); the submodules are an
+Import from here (``from tl_core.models import create_model, catalogue``); the submodules are an
 implementation detail:
 
 * :mod:`.catalogue` -- the curated list of backbones (:class:`ModelInfo`), sizes measured from timm.
@@ -11,9 +11,9 @@ implementation detail:
 """
 from __future__ import annotations
 
-from .catalogue import RECOMMENDED_MODEL, ModelInfo, catalogue, get_model_info, model_names
-from .offline import OFFLINE_PACKAGES, convert_lukemelas_state_dict, offline_weights_path
-from .weights import (
+from tl_core.models.catalogue import RECOMMENDED_MODEL, ModelInfo, catalogue, get_model_info, model_names
+from tl_core.models.offline import OFFLINE_PACKAGES, convert_lukemelas_state_dict, offline_weights_path
+from tl_core.models.weights import (
     WeightsSource,
     create_model,
     load_weights_file,

@@ -4,7 +4,7 @@ A beginner choosing between models needs "about 20 seconds per epoch here", not 
 We build the model (no weights needed: speed does not depend on the values), apply the freeze
 plan, and time a small batch at the model's input size on the device training would use:
 
-* when a frozen prefix can be cached (see :mod:`tl_core.features`; always for the 'head'
+* when a frozen prefix can be cached (see :mod:`tl_core.training.features`; always for the 'head'
   preset), the prefix costs **one forward pass per image, once**, and each epoch only runs the
   trainable rest (tiny for a lone classifier);
 * otherwise every epoch runs a forward and backward pass over every training image (backward
@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .config import FreezeConfig
-from .device import cpu_cores, pick_device
+from tl_core.config import FreezeConfig
+from tl_core.runtime.device import cpu_cores, pick_device
 
 # Decoding + resizing one picture, per CPU core (seconds). Fashion-MNIST PNGs take ~1 ms,
 # phone JPEGs ~20 ms; this is a middle value used only for the once-per-run decode step.
@@ -115,7 +115,7 @@ def measure(model_name: str, frozen_groups: list[str] | tuple[str, ...] | None =
         hit = _CACHE.get(key)
     if hit is not None:
         return hit
-    from .allocator import training_allocator
+    from tl_core.runtime.allocator import training_allocator
 
     with training_allocator():  # time the steps under the settings training runs with
         result = _measure_uncached(model_name, FreezeConfig(preset=preset, frozen_groups=frozen_groups),
@@ -128,8 +128,8 @@ def measure(model_name: str, frozen_groups: list[str] | tuple[str, ...] | None =
 def _measure_uncached(model_name, freeze: FreezeConfig, num_classes, image_size, dev, batch, feature_cache):
     import timm
 
-    from .features import find_prefix_split
-    from .freezing import apply_freeze_plan, make_freeze_plan, set_train_mode
+    from tl_core.training.features import find_prefix_split
+    from tl_core.models.freezing import apply_freeze_plan, make_freeze_plan, set_train_mode
 
     device = dev.device
     t_build = time.perf_counter()
@@ -272,7 +272,7 @@ def measure_forward_in_background(model_names: list[str], image_size: int | None
 
 def _training_now() -> bool:
     try:
-        from .jobs import active_job
+        from tl_core.app.jobs import active_job
 
         return active_job() is not None
     except Exception:  # noqa: BLE001
@@ -314,7 +314,7 @@ def estimate_if_known(model_name: str, n_images: int, val_fraction: float = 0.2,
         return None
     n_val = int(round(max(0, n_images) * val_fraction))
     n_train = max(0, int(n_images) - n_val)
-    from .config import parse_preset
+    from tl_core.config import parse_preset
 
     if parse_preset(preset)[0] != "head":
         m = _rough_full(m)

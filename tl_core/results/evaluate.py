@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import DataError, ImageLoadError, RunError, TransferLabError
-from .runs import RunFolder, read_json, write_json_atomic
+from tl_core.errors import DataError, ImageLoadError, RunError, TransferLabError
+from tl_core.runs import RunFolder, read_json, write_json_atomic
 
 # Progress callbacks receive (images done, images in total); the app turns this into a bar.
 ProgressFn = Callable[[int, int], None]
@@ -201,7 +201,7 @@ class EvalReport:
 def _loader() -> Callable[[str], Image.Image]:
     """The data module's robust loader when it is there (same decoding as training), else PIL."""
     try:
-        from .data.images import load_image  # type: ignore[attr-defined]
+        from tl_core.data.images import load_image  # type: ignore[attr-defined]
 
         return load_image
     except ImportError:
@@ -298,7 +298,7 @@ def scan_class_folders(data_dir: str | Path) -> list[tuple[str, str]]:
     hold only some of the classes.
     """
     try:
-        from .data.scan import _scan_folder  # type: ignore[attr-defined]
+        from tl_core.data.scan import _scan_folder  # type: ignore[attr-defined]
     except ImportError:
         _scan_folder = None
     if _scan_folder is not None:
@@ -359,7 +359,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, progress: Pro
     validation split, ``eval_test-<folder>.json`` for a test folder) so the Results page can show
     it again after a restart without recomputing.
     """
-    from .inference import load_run_model
+    from tl_core.results.inference import load_run_model
 
     run = RunFolder.open(run_dir)
     loaded = load_run_model(run.path, device=device)
@@ -380,9 +380,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, progress: Pro
         records = scan_class_folders(data_dir)
         name = name or f"test-{_slug(Path(data_dir).expanduser().resolve().name)}"
         source = str(data_dir)
-    from .allocator import training_allocator
+    from tl_core.runtime.allocator import training_allocator
 
-    with training_allocator():  # batch inference frees large activations too (see tl_core.allocator)
+    with training_allocator():  # batch inference frees large activations too (see tl_core.runtime.allocator)
         report = evaluate_records(loaded, records, progress=progress, name=_slug(name), data_dir=source)
     write_json_atomic(run.path / f"{EVAL_PREFIX}{report.name}.json", report.to_json(include_items=True))
     return report

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from torch import nn
 from timm.models._manipulate import group_with_matcher
 
-from .config import FreezeConfig, parse_preset
-from .errors import ConfigError
+from tl_core.config import FreezeConfig, parse_preset
+from tl_core.errors import ConfigError
 
 CLASSIFIER_GROUP = "classifier"
 

@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from .data.images import load_image
-from .device import cpu_cores
-from .errors import DataError, ImageLoadError
-from .preprocess import Preprocessing
+from tl_core.data.images import load_image
+from tl_core.runtime.device import cpu_cores
+from tl_core.errors import DataError, ImageLoadError
+from tl_core.models.preprocess import Preprocessing
 
 Progress = Callable[[int, int], None]
 

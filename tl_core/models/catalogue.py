@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from tl_core.errors import ConfigError
 
 RECOMMENDED_MODEL = "tf_efficientnet_lite0"
 
@@ -46,7 +46,7 @@ class ModelInfo:
     """One catalogue entry: what the app shows and what the trainer needs to build the model.
 
     ``pretrained_tag`` is the full timm name with the chosen pretrained tag
-    (``"mobilenetv3_large_100.ra_in1k"``); :func:`tl_core.zoo.create_model` builds the model from
+    (``"mobilenetv3_large_100.ra_in1k"``); :func:`tl_core.models.create_model` builds the model from
     it so that ``model.pretrained_cfg`` (mean, std, crop) matches the weights that are loaded.
     """
 
@@ -145,7 +145,7 @@ def _pretrained_cfg(pretrained_tag: str) -> dict:
 
 
 def _build(entry: _Entry) -> ModelInfo:
-    from .offline import offline_package_available
+    from tl_core.models.offline import offline_package_available
 
     cfg = _pretrained_cfg(entry.pretrained_tag)
     return ModelInfo(

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .errors import RunError
-from .preprocess import Preprocessing
-from .runs import RunFolder
+from tl_core.errors import RunError
+from tl_core.models.preprocess import Preprocessing
+from tl_core.runs import RunFolder
 
 
 @dataclass

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig
-from .engine import Callback, FitResult, fit
-from .errors import TransferLabError
-from .runs import RunFolder
+from tl_core.config import RunConfig
+from tl_core.training.loop import Callback, FitResult, fit
+from tl_core.errors import TransferLabError
+from tl_core.runs import RunFolder
 
 
 class _QueueCallback(Callback):

@@ -21,7 +21,7 @@ per model is *where* to look:
   class token still attends to the patches, so their gradients carry the evidence.
 
 The heat map is returned at the model's input size (the image as the model saw it, resized and
-centre-cropped by :class:`~tl_core.preprocess.Preprocessing`), scaled to [0, 1].
+centre-cropped by :class:`~tl_core.models.preprocess.Preprocessing`), scaled to [0, 1].
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .errors import TransferLabError
+from tl_core.errors import TransferLabError
 
 
 class _Features(nn.Module):
@@ -137,7 +137,7 @@ def gradcam(loaded: Any, image: Image.Image, target: int | str | None = None) ->
     """Heat map (H, W) in [0, 1] at the model's input size for one RGB image.
 
     ``target``: class index or name to explain; None explains the predicted class. ``loaded`` is a
-    :class:`~tl_core.inference.LoadedModel`.
+    :class:`~tl_core.results.inference.LoadedModel`.
     """
     from pytorch_grad_cam import GradCAM  # heavy import (cv2, scipy): only when a heat map is asked for
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
-from .freezing import module_is_frozen
+from tl_core import __version__
+from tl_core.models.freezing import module_is_frozen
 
 
 @dataclass

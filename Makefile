@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test install system-deps bench clean
+.PHONY: run test check install system-deps bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,14 @@ install: $(STAMP)
 system-deps:
 	@bash scripts/system-deps.sh
 
+# Everything: what CI runs (`bash .ci/run`).
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The fast tier for the edit loop (under 3 minutes on 2 cores): every test except the real-data
+# trainings (marker `slow`) and the browser walk-through (marker `browser`).
+check: $(STAMP) system-deps
+	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
 
 # One malloc arena: the app trains in a background thread, and only the main arena lets
 # tl_core.runtime.allocator keep freed activations (1.7x faster CPU fine-tuning in the app).

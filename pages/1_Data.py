@@ -8,8 +8,8 @@ import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.errors import DataError
-from tl_core.app.ui_support import (checked_dataset, examples_per_class, new_upload_dir, split_counts,
-                                upload_limit_mb, uploaded_signature)
+from tl_core.app.previews import checked_dataset, examples_per_class, split_counts
+from tl_core.app.workspace import new_upload_dir, upload_limit_mb, uploaded_signature
 
 require_app(__file__)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._shared import require_app, guard, header, next_step, save, ui
-from tl_core.app.ui_support import format_seconds, quick_counts
+from tl_core.app.formatting import format_seconds
+from tl_core.app.previews import quick_counts
 
 require_app(__file__)
 
@@ -16,10 +17,12 @@ state = ui()
 
 with guard():
     from tl_core.app import jobs
-    from tl_core.training.estimate import background_errors, estimate_if_known, measure_forward_in_background
-    from tl_core.models import RECOMMENDED_MODEL, catalogue, network_disabled, weights_status
+    from tl_core.app.timing import background_errors, measure_forward_in_background
+    from tl_core.training.estimate import estimate_if_known
+    import tl_core
+    from tl_core.models import RECOMMENDED_MODEL, network_disabled, weights_status
 
-    models = catalogue()
+    models = tl_core.catalogue()
     chosen = state.model_name or RECOMMENDED_MODEL
 
     counts = {}
@@ -33,7 +36,8 @@ with guard():
 
     busy = jobs.active_job() is not None
     names = [m.name for m in models]
-    waiting = [] if busy or not n_images else measure_forward_in_background(names)
+    waiting = [] if busy or not n_images else measure_forward_in_background(
+        names, busy=lambda: jobs.active_job() is not None)  # pauses if a training starts meanwhile
     estimates = {m.name: estimate_if_known(m.name, n_images, state.val_fraction, preset) if n_images else None
                  for m in models}
     if not n_images:

@@ -9,7 +9,9 @@ import streamlit as st
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.config import FreezeConfig, parse_preset
 from tl_core.errors import ConfigError
-from tl_core.app.ui_support import format_params, format_seconds, freeze_from_toggles, preset_label, quick_counts
+from tl_core.app.formatting import format_params, format_seconds, preset_label
+from tl_core.app.previews import quick_counts
+from tl_core.app.state import freeze_from_toggles
 
 require_app(__file__)
 
@@ -23,9 +25,9 @@ state = ui()
 @st.cache_resource(show_spinner="Building the model's layer map…", max_entries=4)
 def _model_skeleton(name: str, num_classes: int):
     """The architecture without weights: enough to list groups and count parameters."""
-    import timm
+    from tl_core.models import build_network
 
-    return timm.create_model(name, pretrained=False, num_classes=max(2, num_classes))
+    return build_network(name, max(2, num_classes))
 
 
 with guard():

@@ -15,7 +15,10 @@ from tl_core.app import jobs
 from tl_core.config import AUGMENTS, BALANCE_MODES, DEFAULT_LR, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.runs import list_runs
-from tl_core.app.ui_support import WARNING_TITLES, STAGE_LABELS, format_seconds, live_view, run_label, runs_dir
+from tl_core.app.formatting import format_seconds, run_label
+from tl_core.app.live import live_view
+from tl_core.app.workspace import runs_dir
+from tl_core.runs.events import stage_label, warning_title
 
 require_app(__file__)
 
@@ -100,7 +103,7 @@ def draw(view) -> None:
         p = view.prepare
         total = max(int(p.get("total") or 0), 1)
         st.progress(min(int(p.get("done") or 0) / total, 1.0),
-                    text=f"Preparing: {STAGE_LABELS.get(p.get('stage'), p.get('stage'))} "
+                    text=f"Preparing: {stage_label(p.get('stage'))} "
                          f"({p.get('done', 0)} of {p.get('total', 0)})")
     elif view.active and view.info is None:
         st.progress(0.0, text="Preparing the pictures and the model…")
@@ -133,7 +136,7 @@ def draw(view) -> None:
 
     for w in view.warnings:
         kind = w.get("kind", "")
-        title = WARNING_TITLES.get(kind, kind.replace("_", " ").capitalize())
+        title = warning_title(kind)
         box = st.info if kind in ("early_stop", "no_feature_cache") else st.warning
         box(f"**{title}.** {w.get('message', '')}", icon=WARN_ICON.get(kind, ":material/warning:"))
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, loaded_model, next_step, run_picker, thumb_grid
+import tl_core
 from tl_core.results import evaluate, explain
 from tl_core.runs import RunFolder
 
@@ -29,7 +30,7 @@ def evaluation(run_dir: str, evaluate):
     def progress(done: int, total: int) -> None:
         bar.progress(done / total if total else 1.0, text=f"Checking the model: {done} of {total} pictures")
 
-    report = evaluate.evaluate_run(run_dir, progress=progress)
+    report = tl_core.evaluate(run_dir, progress=progress)
     bar.empty()
     return report
 

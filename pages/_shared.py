@@ -1,7 +1,7 @@
 """Streamlit glue shared by the pages: session state, the page header, error display, run picking.
 
 Not a page itself (the app lists its pages explicitly with ``st.navigation``). Everything that
-does not need Streamlit lives in :mod:`tl_core.app.ui_support`.
+does not need Streamlit lives in :mod:`tl_core.app`.
 """
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import streamlit as st
 from tl_core.app import jobs
 from tl_core.errors import TransferLabError
 from tl_core.runs import list_runs
-from tl_core.app.ui_support import (UIState, format_seconds, live_view, load_ui_state, pick_run_to_show, run_label,
-                                runs_dir, save_ui_state)
+from tl_core.app.formatting import format_seconds, run_label
+from tl_core.app.live import live_view
+from tl_core.app.state import UIState, load_ui_state, pick_run_to_show, save_ui_state
+from tl_core.app.workspace import runs_dir
 
 PAGES = {
     "data": "pages/1_Data.py",

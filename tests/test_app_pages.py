@@ -238,11 +238,12 @@ def test_data_problems_are_listed_with_their_fix(env):
 # -- Model -----------------------------------------------------------------------------------------
 
 def test_model_page_lists_catalogue_recommends_and_chooses(env, monkeypatch):
+    import tl_core.app.timing as timing
     import tl_core.training.estimate as estimate
     from tl_core.models import RECOMMENDED_MODEL, catalogue
 
     # no background timing of twelve models inside the test process; one fake measurement instead
-    monkeypatch.setattr(estimate, "measure_forward_in_background", lambda names, *a, **k: [])
+    monkeypatch.setattr(timing, "measure_forward_in_background", lambda names, *a, **k: [])
     fake = estimate.Measurement(model_name=RECOMMENDED_MODEL, image_size=224, device="cpu", mode="features",
                                 prefix_seconds=0.05, train_seconds=0.0001, eval_seconds=0.0001,
                                 trainable_params=1, total_params=2, batch=4)
@@ -545,10 +546,10 @@ def test_try_page_bad_upload_is_explained(env, trained_run, monkeypatch):
 
 
 def test_model_without_offline_weights_is_flagged_when_offline(env, monkeypatch):
-    import tl_core.training.estimate as estimate
+    import tl_core.app.timing as timing
     from tl_core.models import weights_status
 
-    monkeypatch.setattr(estimate, "measure_forward_in_background", lambda names, *a, **k: [])
+    monkeypatch.setattr(timing, "measure_forward_in_background", lambda names, *a, **k: [])
     if weights_status("resnet50") == "ready":
         pytest.skip("resnet50 weights happen to be in the local cache")
     remember(env / "workspace", model_name="resnet50")

@@ -10,7 +10,8 @@ import pytest
 
 from tl_core.training import estimate
 
-from tl_core.app import ui_support
+from tl_core.app import formatting, live, previews, timing, workspace
+from tl_core.app import state as app_state
 from tl_core.config import DataConfig, FreezeConfig, RunConfig, TrainConfig
 from tl_core.runs import RunFolder
 from tl_core.data.sample import sample_dir
@@ -24,30 +25,30 @@ def dirs(tmp_path, monkeypatch):
 
 
 def test_ui_state_round_trip_and_bad_values_dropped(dirs):
-    state = ui_support.UIState(data_root=str(sample_dir()), data_source="sample", val_fraction=0.3,
+    state = app_state.UIState(data_root=str(sample_dir()), data_source="sample", val_fraction=0.3,
                                model_name="resnet18", freeze={"preset": "last:2", "frozen_groups": None},
                                train={"epochs": 3})
-    ui_support.save_ui_state(state)
-    back = ui_support.load_ui_state()
+    app_state.save_ui_state(state)
+    back = app_state.load_ui_state()
     assert back == state
     assert back.train_config().epochs == 3 and back.freeze_config().preset == "last:2"
-    raw = json.loads(ui_support.ui_state_path().read_text())
+    raw = json.loads(app_state.ui_state_path().read_text())
     raw.update(val_fraction=7, freeze={"preset": "bogus"}, train={"epochs": -1}, unknown=1)
-    ui_support.ui_state_path().write_text(json.dumps(raw))
-    back = ui_support.load_ui_state()
+    app_state.ui_state_path().write_text(json.dumps(raw))
+    back = app_state.load_ui_state()
     assert back.val_fraction == 0.2 and back.freeze_config().preset == "head" and back.train == {}
 
 
 def test_missing_data_folder_is_forgotten(dirs):
-    ui_support.save_ui_state(ui_support.UIState(data_root=str(dirs / "gone")))
-    assert ui_support.load_ui_state().data_root is None
+    app_state.save_ui_state(app_state.UIState(data_root=str(dirs / "gone")))
+    assert app_state.load_ui_state().data_root is None
 
 
 def test_state_recovered_from_newest_run_when_workspace_is_lost(dirs):
     cfg = RunConfig(data=DataConfig(root=str(sample_dir()), val_fraction=0.25),
                     freeze=FreezeConfig(preset="last:1"), train=TrainConfig(epochs=4))
     run = RunFolder.create(cfg, dirs / "runs")
-    state = ui_support.load_ui_state()
+    state = app_state.load_ui_state()
     assert state.run_dir == str(run.path)
     assert state.data_root == str(sample_dir()) and state.val_fraction == 0.25
     assert state.freeze_config().preset == "last:1" and state.train_config().epochs == 4
@@ -59,20 +60,20 @@ def test_pick_run_to_show_prefers_active_then_session_then_running_then_newest(t
         p.mkdir()
         (p / "config.json").write_text("{}")
     runs = [{"path": str(b), "state": "finished"}, {"path": str(a), "state": "running"}]
-    assert ui_support.pick_run_to_show(str(b), "/active", runs) == "/active"
-    assert ui_support.pick_run_to_show(str(b), None, runs) == str(b)
-    assert ui_support.pick_run_to_show(None, None, runs) == str(a)
-    assert ui_support.pick_run_to_show(None, None, runs[:1]) == str(b)
-    assert ui_support.pick_run_to_show(None, None, []) is None
+    assert app_state.pick_run_to_show(str(b), "/active", runs) == "/active"
+    assert app_state.pick_run_to_show(str(b), None, runs) == str(b)
+    assert app_state.pick_run_to_show(None, None, runs) == str(a)
+    assert app_state.pick_run_to_show(None, None, runs[:1]) == str(b)
+    assert app_state.pick_run_to_show(None, None, []) is None
 
 
 def test_freeze_from_toggles_maps_back_to_presets():
     names = ["stem", "stage_1", "stage_2", "final", "classifier"]
-    assert ui_support.freeze_from_toggles(names, ["stem", "stage_1", "stage_2", "final"])["preset"] == "head"
-    assert ui_support.freeze_from_toggles(names, [])["preset"] == "none"
-    d = ui_support.freeze_from_toggles(names, ["stem", "stage_1"])
+    assert app_state.freeze_from_toggles(names, ["stem", "stage_1", "stage_2", "final"])["preset"] == "head"
+    assert app_state.freeze_from_toggles(names, [])["preset"] == "none"
+    d = app_state.freeze_from_toggles(names, ["stem", "stage_1"])
     assert d == {"preset": "last:2", "frozen_groups": None, "layer_lr_decay": 1.0}
-    d = ui_support.freeze_from_toggles(names, ["stem", "stage_2"])
+    d = app_state.freeze_from_toggles(names, ["stem", "stage_2"])
     assert d["frozen_groups"] == ["stem", "stage_2"] and d["preset"] == "last:2"
     FreezeConfig(**d)  # valid
 
@@ -82,7 +83,7 @@ def test_live_view_from_run_events(dirs):
                            dirs / "runs")
     run.write_status("running", "Preparing")
     run.append_event({"event": "on_prepare", "stage": "features", "done": 10, "total": 40, "time": time.time()})
-    view = ui_support.live_view(run.path)
+    view = live.live_view(run.path)
     assert view.active and view.prepare["done"] == 10
     assert "Computing features" in view.progress_text()
     run.append_event({"event": "on_fit_start", "info": {"epochs": 4}, "time": time.time()})
@@ -92,35 +93,38 @@ def test_live_view_from_run_events(dirs):
             "epoch_seconds": 10.0, "best_val_accuracy": 0.6, "images_per_sec": 48.0}
     run.append_event({"event": "on_epoch_end", "epoch": 1, "logs": logs, "time": time.time()})
     run.append_event({"event": "on_warning", "kind": "overfitting", "message": "memorising", "time": time.time()})
-    view = ui_support.live_view(run.path)
+    view = live.live_view(run.path)
     assert view.prepare is None and view.epoch == 1 and view.epochs == 4
     assert view.fraction == pytest.approx(0.3)
     assert 20 <= view.eta_seconds <= 30
     assert view.warnings[0]["kind"] == "overfitting"
     assert "Epoch 2 of 4" in view.progress_text() and "50 images/s" in view.progress_text()
     run.write_status("stopped", "Stopped by you.")
-    view = ui_support.live_view(run.path)
+    view = live.live_view(run.path)
     assert not view.active and view.eta_seconds is None
 
 
 def test_split_counts_and_formatting():
-    assert ui_support.split_counts({"a": 10, "b": 1, "c": 2}, 0.2) == {"a": (8, 2), "b": (1, 0), "c": (1, 1)}
-    assert ui_support.format_seconds(0.2) == "under a second"
-    assert ui_support.format_seconds(42) == "42 s"
-    assert ui_support.format_seconds(600) == "10 min"
-    assert ui_support.format_params(3_400_000) == "3.4 M" and ui_support.format_params(6405) == "6 k"
+    assert previews.split_counts({"a": 10, "b": 1, "c": 2}, 0.2) == {"a": (8, 2), "b": (1, 0), "c": (1, 1)}
+    assert formatting.format_seconds(0.2) == "under a second"
+    assert formatting.format_seconds(42) == "42 s"
+    assert formatting.format_seconds(600) == "10 min"
+    assert formatting.format_params(3_400_000) == "3.4 M" and formatting.format_params(6405) == "6 k"
 
 
 def test_upload_limit_read_from_streamlit_config(tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text("[server]\nmaxUploadSize = 123\n")
-    assert ui_support.upload_limit_mb(cfg) == 123
-    assert ui_support.upload_limit_mb() == 500  # the repository's .streamlit/config.toml
+    assert workspace.upload_limit_mb(cfg) == 123
+    assert workspace.upload_limit_mb() == 500  # the repository's .streamlit/config.toml
 
 
-def test_ui_support_does_not_import_streamlit():
-    src = Path(ui_support.__file__).read_text() + Path(estimate.__file__).read_text()
-    assert "import streamlit" not in src
+def test_app_support_does_not_import_streamlit():
+    import tl_core
+
+    root = Path(tl_core.__file__).parent
+    for path in root.rglob("*.py"):
+        assert "import streamlit" not in path.read_text(), path
 
 
 # -- estimate --------------------------------------------------------------------------------------
@@ -146,7 +150,7 @@ def test_estimate_measures_and_scales_with_images_and_preset():
 def test_estimate_quick_path_and_background_timing():
     estimate.clear_cache()
     assert estimate.estimate_if_known("mobilenetv3_small_100", 100) is None
-    waiting = estimate.measure_forward_in_background(["mobilenetv3_small_100"])
+    waiting = timing.measure_forward_in_background(["mobilenetv3_small_100"])
     assert waiting == ["mobilenetv3_small_100"]
     deadline = time.time() + 120
     while estimate.cached_forward("mobilenetv3_small_100") is None and time.time() < deadline:
@@ -155,4 +159,4 @@ def test_estimate_quick_path_and_background_timing():
     assert quick is not None and quick.mode == "features"
     rough = estimate.estimate_if_known("mobilenetv3_small_100", 100, preset="none")
     assert rough.mode == "full" and rough.epoch_seconds > quick.epoch_seconds
-    assert estimate.measure_forward_in_background(["mobilenetv3_small_100"]) == []
+    assert timing.measure_forward_in_background(["mobilenetv3_small_100"]) == []

@@ -1,4 +1,4 @@
-"""The headless contract of DESIGN.md, end to end through real `python -m tl_core` processes."""
+"""The headless contract (README, "The command line"), end to end through real `python -m tl_core` processes."""
 import json
 import os
 import subprocess

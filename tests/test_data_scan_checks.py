@@ -400,7 +400,7 @@ def test_imbalance_warning_and_json(tmp_path):
     (p,) = only(report.problems, "imbalance")
     assert p.severity == "warning" and "'big'" in p.message and "'small'" in p.message
     assert "'small'" in p.fix and "balance" in p.fix and "'mid'" not in p.fix
-    data = report.to_json()
+    data = report.to_dict()
     json.dumps(data)
     assert data["images"] == 22 and data["classes"] == ["big", "mid", "small"]
     assert data["counts"] == {"big": 13, "mid": 6, "small": 3}

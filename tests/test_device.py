@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tl_core.runtime import device as device_mod
-from tl_core.training import loop as engine
+from tl_core.training import prepare
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.runtime.device import DeviceInfo, configure_threads, cpu_cores, pick_device
 from tl_core.training.loop import train_run
@@ -64,7 +64,7 @@ def test_training_under_bf16_autocast_and_channels_last(fmnist_small, tmp_path, 
     """The GPU's mixed-precision path (autocast, logits cast back to float32 for the loss, bf16
     features in the cache, channels_last inputs) trains and evaluates without errors."""
     forced = DeviceInfo(torch.device("cpu"), "CPU with bf16 autocast (test)", torch.bfloat16, True)
-    monkeypatch.setattr(engine, "pick_device", lambda *a, **k: forced)
+    monkeypatch.setattr(prepare, "pick_device", lambda *a, **k: forced)
     config = RunConfig(data=DataConfig(root=str(fmnist_small), val_fraction=0.25),
                        model=ModelConfig("tf_efficientnet_lite0", weights="offline", image_size=48),
                        freeze=FreezeConfig(preset),

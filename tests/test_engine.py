@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.training.loop import Callback, diagnose, fit, lr_lambda, train_run
+from tl_core.training.callbacks import Callback, diagnose
+from tl_core.training.loop import fit, train_run
+from tl_core.training.schedules import lr_lambda
 from tl_core.runs import RunFolder
 
 

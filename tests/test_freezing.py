@@ -82,3 +82,33 @@ def test_optimizer_sees_only_trainable_and_layer_decay():
     assert lr_by_group["final"] == pytest.approx(5e-4)
     assert lr_by_group["stage_3"] == pytest.approx(2.5e-4)
     assert all(g["weight_decay"] == 0.0 for g in groups if all(p.ndim <= 1 for p in g["params"]))
+
+
+def test_lite0_groups_are_pinned(lite0):
+    """The grouping (timm's public group_parameters, classifier split out) stays exactly as it was."""
+    groups = layer_groups(lite0)
+    assert [(g.name, g.param_names[0], len(g.param_names)) for g in groups] == [
+        ("stem", "conv_stem.weight", 3), ("stage_1", "blocks.0.0.conv_dw.weight", 6),
+        ("stage_2", "blocks.1.0.conv_pw.weight", 18), ("stage_3", "blocks.2.0.conv_pw.weight", 18),
+        ("stage_4", "blocks.3.0.conv_pw.weight", 27), ("stage_5", "blocks.4.0.conv_pw.weight", 27),
+        ("stage_6", "blocks.5.0.conv_pw.weight", 36), ("final", "blocks.6.0.conv_pw.weight", 12),
+        ("classifier", "classifier.weight", 2)]
+
+
+def test_tl_core_imports_no_private_timm_module():
+    import ast
+    from pathlib import Path
+
+    import tl_core
+
+    for path in Path(tl_core.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] == "timm":
+                    assert not any(part.startswith("_") for part in module.split(".")), (path, module)

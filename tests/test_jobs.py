@@ -42,9 +42,8 @@ def test_job_runs_in_background_and_stops(fmnist_small, tmp_path):
     assert RunFolder(job.run_dir).status()["state"] == "stopped"
     assert jobs.active_job() is None
     assert not jobs.stop_training(job.run_dir)
-    events = []
-    while not job.events.empty():
-        events.append(job.events.get_nowait()["event"])
+    events = [e["event"] for e in RunFolder(job.run_dir).events(("on_fit_start", "on_epoch_end", "on_warning",
+                                                                   "on_fit_end"))]
     assert events[0] == "on_fit_start" and events[-1] == "on_fit_end"
 
 

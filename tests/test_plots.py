@@ -82,7 +82,7 @@ def test_confusion_matrix_figure_counts_and_rates():
     items = [{"path": "a", "true": "x", "pred": "y", "confidence": 0.9}, {"path": "b", "true": "y", "pred": "y",
                                                                           "confidence": 0.8}]
     rep = EvalReport.from_predictions(["x", "y"], items)
-    for src in (rep, rep.to_json()):
+    for src in (rep, rep.to_dict()):
         f = confusion_matrix_figure(src)
         assert [list(r) for r in f.data[0].z] == [[0, 1], [0, 1]] and list(f.data[0].y) == ["x", "y"]
     with pytest.raises(TransferLabError):

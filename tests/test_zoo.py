@@ -411,3 +411,40 @@ def test_download_progress_reports_percentages():
     bar.update(1_000_000)
     bar.close()
     assert messages == ["Downloading ResNet-18: 50% of 2.0 MB", "Downloading ResNet-18: 100% of 2.0 MB"]
+
+
+# --------------------------------------------------------------------------- build_network
+
+
+def test_build_network_meta_skeleton_and_classes():
+    from tl_core.models import build_network
+
+    skeleton = build_network("resnet18", on_meta_device=True)
+    assert all(p.is_meta for p in skeleton.parameters())
+    assert skeleton.get_classifier().out_features == 1000  # the architecture's own head
+    real = build_network("resnet18", 5, drop_rate=0.1)
+    assert not any(p.is_meta for p in real.parameters())
+    assert real.get_classifier().out_features == 5 and real.drop_rate == 0.1
+    assert sum(p.numel() for p in skeleton.parameters()) == sum(
+        p.numel() for p in timm.create_model("resnet18", pretrained=False).parameters())
+    with pytest.raises(ConfigError):
+        build_network("resnet18", 5, pretrained=True)
+
+
+def test_only_the_builder_calls_timm_create_model():
+    import ast
+
+    import tl_core
+
+    root = Path(tl_core.__file__).parent
+    callers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "create_model" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "timm":
+                callers.add(path.relative_to(root).as_posix())
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("timm") and \
+                    any(a.name == "create_model" for a in node.names):
+                callers.add(path.relative_to(root).as_posix())
+    # the exported bundle's predict.py is standalone (cannot import tl_core)
+    assert callers == {"models/builder.py", "results/templates/predict.py"}

@@ -1,5 +1,168 @@
 """Transfer Lab core: teach a pretrained image model your own categories.
 
-Everything the app and the CLI do lives here; this package never imports Streamlit.
+Everything the app and the ``tl`` command line do goes through the functions below (one code path),
+in the style of timm's ``create_model`` / ``list_models``. This package never imports Streamlit;
+``docs/ARCHITECTURE.md`` maps the sub-packages behind it.
+
+A whole session, headless::
+
+    import tl_core
+    from tl_core import DataConfig, FreezeConfig, ModelConfig, RunConfig
+
+    report = tl_core.check("photos/")                 # every problem in the folder, in plain words
+    print(report.counts, [p.message for p in report.problems])
+
+    config = RunConfig(data=DataConfig(root="photos/"),
+                       model=ModelConfig(name="tf_efficientnet_lite0"),   # see tl_core.catalogue()
+                       freeze=FreezeConfig(preset="head"))                # head | last:N | none | scratch
+    result = tl_core.train(config)                    # a run folder under ./runs
+    print(result.status, result.best_val_accuracy, result.run_dir)
+
+    metrics = tl_core.evaluate(result.run_dir, "photos-test/")
+    for line in tl_core.predict(result.run_dir, ["new.jpg"]):
+        print(line["label"], line["probability"])
+    tl_core.export(result.run_dir, "bundle", "my-model.zip")
+
+Importing ``tl_core`` is cheap: the functions import PyTorch and timm when first called.
 """
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
+from tl_core.errors import (ConfigError, DataError, ExportError, ImageLoadError, RunError, TransferLabError,
+                            UploadError, WeightsError)
+
+if TYPE_CHECKING:  # pragma: no cover - names for type hints only
+    from PIL import Image
+
+    from tl_core.data.checks import CheckReport
+    from tl_core.models.catalogue import ModelInfo
+    from tl_core.results.evaluate import EvalReport
+    from tl_core.training.callbacks import Callback
+    from tl_core.training.loop import FitResult
+
+__all__ = ["train", "evaluate", "predict", "export", "check", "catalogue", "list_runs", "RunConfig", "DataConfig",
+           "ModelConfig", "FreezeConfig", "TrainConfig", "TransferLabError", "ConfigError", "DataError",
+           "ImageLoadError", "WeightsError", "RunError", "UploadError", "ExportError", "__version__"]
+
+
+def train(config: RunConfig, runs_dir: str | Path | None = None, *, callbacks: Iterable[Callback] = (),
+          stop_event: threading.Event | None = None, run_id: str | None = None) -> FitResult:
+    """Train one model as ``config`` says, into a new run folder, and return how it went.
+
+    The run folder (under ``runs_dir``, default ``$TL_RUNS_DIR`` or ``./runs``) receives the config,
+    live status, every event, the best weights, labels and preprocessing as training goes, so it
+    alone is enough to evaluate, predict, export and redraw later. ``callbacks`` (see
+    :class:`tl_core.training.Callback`) hear every event; setting ``stop_event`` stops within one
+    batch and keeps the best weights. A training failure never raises: ``result.status`` is
+    ``"failed"`` with a plain ``result.message``.
+
+    >>> result = tl_core.train(RunConfig(data=DataConfig(root="photos/")))   # doctest: +SKIP
+    >>> result.status, result.best_val_accuracy                              # doctest: +SKIP
+    ('finished', 0.95)
+    """
+    from tl_core.training.loop import train_run
+
+    return train_run(config, runs_dir=runs_dir, callbacks=callbacks, stop_event=stop_event, run_id=run_id)
+
+
+def evaluate(run_dir: str | Path, data_dir: str | Path | None = None, *, progress=None) -> EvalReport:
+    """Measure a trained run: on its own validation pictures (``data_dir=None``) or on a separate
+    folder with one sub-folder per category. Returns accuracy, balanced accuracy, per-class
+    precision/recall/F1, the confusion matrix and every prediction; also saved in the run folder
+    (``eval_<name>.json``) for the Results page. ``progress(done, total)`` is called as it goes.
+
+    >>> tl_core.evaluate("runs/2026...-tf_efficientnet_lite0-ab12").accuracy   # doctest: +SKIP
+    0.93
+    """
+    from tl_core.results.evaluate import evaluate_run
+
+    return evaluate_run(run_dir, None if data_dir is None else str(data_dir), progress=progress)
+
+
+def predict(run_dir: str | Path, images: Sequence[str | Path | Image.Image], *, top_k: int = 3) -> Iterator[dict]:
+    """Classify pictures (paths or PIL images) with a trained run or an exported bundle.
+
+    Yields one plain dict per picture, in order, as each is classified: ``{"image", "label",
+    "probability", "top": [{"label", "probability"}, ...]}``, or ``{"image", "error"}`` for a
+    picture that cannot be read (one bad file does not stop the others). The model is loaded
+    before the first picture, so a bad ``run_dir`` raises :class:`RunError` at once.
+
+    >>> [p["label"] for p in tl_core.predict(run_dir, ["cat.jpg", "dog.jpg"])]   # doctest: +SKIP
+    ['cat', 'dog']
+    """
+    from tl_core.results.inference import load_run_model
+
+    loaded = load_run_model(run_dir)
+    return _predictions(loaded, images, top_k)
+
+
+def _predictions(loaded: Any, images: Sequence[str | Path | Image.Image], top_k: int) -> Iterator[dict]:
+    from tl_core.data.images import load_image
+
+    for item in images:
+        name = str(item) if isinstance(item, (str, Path)) else getattr(item, "filename", "") or "<image>"
+        try:
+            image = load_image(item) if isinstance(item, (str, Path)) else item
+        except (ImageLoadError, OSError) as err:
+            yield {"image": name, "error": getattr(err, "reason", None) or str(err)}
+            continue
+        top = loaded.top_k(image, k=top_k)
+        yield {"image": name, "label": top[0]["label"], "probability": top[0]["probability"], "top": top}
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
+    """Write a trained run as ``fmt`` to ``out`` and return the written path.
+
+    ``fmt``: ``"bundle"`` (weights + labels + preprocessing + predict.py + model card; a ``.zip``
+    when ``out`` ends in .zip), ``"safetensors"``, ``"onnx"`` or ``"torchscript"``. ONNX and
+    TorchScript files are checked against PyTorch on real pictures before they are kept; a file
+    that does not reproduce the model's answers is never written (:class:`ExportError`).
+
+    >>> tl_core.export(run_dir, "onnx", "model.onnx")   # doctest: +SKIP
+    PosixPath('model.onnx')
+    """
+    from tl_core.results.export import export_run
+
+    return export_run(run_dir, fmt, out)
+
+
+def check(data_dir: str | Path, *, progress=None) -> CheckReport:
+    """Open every picture under ``data_dir`` (one sub-folder per category) and report what would
+    hurt training: unreadable files, copies (also across categories and across train/val), too
+    few pictures, imbalance; each problem with its path, a plain message and the fix. Raises
+    :class:`DataError` only when the folder cannot be used at all.
+
+    >>> report = tl_core.check("photos/")               # doctest: +SKIP
+    >>> report.counts                                   # doctest: +SKIP
+    {'cats': 40, 'dogs': 38}
+    """
+    from tl_core.data.checks import check_dataset
+
+    return check_dataset(data_dir, progress=progress)
+
+
+def catalogue() -> list[ModelInfo]:
+    """The pretrained models to choose from, recommended first: name, size, ImageNet accuracy,
+    input size, licence and whether weights are ready offline.
+
+    >>> [m.name for m in tl_core.catalogue()][:2]       # doctest: +SKIP
+    ['tf_efficientnet_lite0', 'mobilenetv3_large_100']
+    """
+    from tl_core.models.catalogue import catalogue as _catalogue
+
+    return _catalogue()
+
+
+def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
+    """Every run folder under ``runs_dir`` (default ``$TL_RUNS_DIR`` or ``./runs``), newest first,
+    each as a plain dict (id, path, state, model, preset, best validation accuracy, ...)."""
+    from tl_core.runs import list_runs as _list_runs
+
+    return _list_runs(runs_dir)

@@ -1,4 +1,4 @@
-"""``python -m tl_core`` / ``tl``: the headless contract of DESIGN.md.
+"""``python -m tl_core`` / ``tl``: the headless contract (README, "The command line").
 
 Progress goes to stdout as readable lines; the last stdout line of ``train``, ``evaluate`` and
 ``check`` is one JSON object, so scripts can ``tail -n 1 | jq``. Errors go to stderr in plain
@@ -14,7 +14,8 @@ import sys
 import threading
 from typing import Sequence
 
-from tl_core.errors import TransferLabError
+import tl_core
+from tl_core import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig, TransferLabError
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -32,9 +33,8 @@ def _say(msg: str) -> None:
 # -- train --------------------------------------------------------------------------------------
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
-    from tl_core.training.loop import Callback, train_run
-    from tl_core.training.loop import PREPARE_LABELS
+    from tl_core.training.callbacks import Callback
+    from tl_core.runs.events import stage_label
 
     kind = args.freeze.split(":")[0]
     weights = args.weights
@@ -60,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         def on_prepare(self, stage, done, total):
             if not args.quiet and (done == total or stage != self.last_stage):
-                _say(f"{PREPARE_LABELS.get(stage, stage)}: {done}/{total}")
+                _say(f"{stage_label(stage)}: {done}/{total}")
             self.last_stage = stage
 
         def on_epoch_end(self, epoch, logs):
@@ -81,14 +81,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_sigint)
-    result = train_run(config, runs_dir=args.runs_dir, callbacks=[Printer()], stop_event=stop)
+    result = tl_core.train(config, runs_dir=args.runs_dir, callbacks=[Printer()], stop_event=stop)
     if result.status == "failed":
         print(f"Error: {result.message}", file=sys.stderr)
     else:
         _say(result.message)
     for label, acc in (result.per_class_accuracy or {}).items():
         _say(f"  validation accuracy {label:20s} {acc:.3f}")
-    out = {k: v for k, v in result.to_json().items() if k != "history"}
+    out = {k: v for k, v in result.to_dict().items() if k != "history"}
     _print_json(out)
     return EXIT_FAILED if result.status == "failed" else 0
 
@@ -96,10 +96,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # -- evaluate / check / predict / export --------------------------------------------------------
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from tl_core.results.evaluate import evaluate_run
-
-    report = evaluate_run(args.run_dir, args.data_dir)
-    out = report.to_json()
+    out = tl_core.evaluate(args.run_dir, args.data_dir).to_dict()
     _say(f"accuracy {out['accuracy']:.4f}  balanced accuracy {out.get('balanced_accuracy', float('nan')):.4f}  "
          f"on {out.get('n', '?')} images")
     for label, m in out["per_class"].items():
@@ -110,10 +107,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from tl_core.data.checks import check_dataset
-
-    report = check_dataset(args.data_dir)
-    out = report.to_json()
+    out = tl_core.check(args.data_dir).to_dict()
     _say(f"{out['images']} readable images in {len(out['classes'])} classes: "
          + ", ".join(f"{c} ({n})" for c, n in out.get("counts", {}).items()))
     for p in out["problems"]:
@@ -126,39 +120,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from tl_core.data.images import load_image
-    from tl_core.errors import ImageLoadError
-    from tl_core.results.inference import load_run_model
-
-    loaded = load_run_model(args.run_dir)
     status = 0
-    for path in args.images:
-        try:
-            image = load_image(path)
-        except (ImageLoadError, OSError) as err:
-            reason = getattr(err, "reason", None) or str(err)
-            print(f"Error: {path}: {reason}", file=sys.stderr)
-            _print_json({"image": path, "error": reason})
+    for line in tl_core.predict(args.run_dir, args.images, top_k=args.top_k):
+        if "error" in line:
+            print(f"Error: {line['image']}: {line['error']}", file=sys.stderr)
             status = EXIT_FAILED
-            continue
-        top = loaded.top_k(image, k=args.top_k)
-        _print_json({"image": path, "label": top[0]["label"], "probability": top[0]["probability"], "top": top})
+        _print_json(line)
     return status
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from tl_core.results.export import export_run
-
-    path = export_run(args.run_dir, args.format, args.out)
+    path = tl_core.export(args.run_dir, args.format, args.out)
     _say(f"Exported {args.format} to {path}")
     _print_json({"format": args.format, "path": str(path)})
     return 0
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from tl_core.runs import list_runs
-
-    runs = list_runs(args.runs_dir)
+    runs = tl_core.list_runs(args.runs_dir)
     for r in runs:
         acc = r.get("best_val_accuracy")
         _say(f"{r['run_id']}  {r['state']:9s}  {r.get('model', '?')}  {r.get('preset', '?')}  "

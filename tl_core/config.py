@@ -227,7 +227,10 @@ class RunConfig:
         return cls.from_dict(raw)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        from tl_core.files import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(self.to_json() + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":

@@ -37,3 +37,7 @@ class RunError(TransferLabError):
 
 class UploadError(TransferLabError):
     """An uploaded archive or folder was refused."""
+
+
+class ExportError(TransferLabError):
+    """An export could not be written or did not reproduce the model's outputs."""

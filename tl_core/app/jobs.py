@@ -7,34 +7,15 @@ pages poll. One job trains at a time: on a laptop two would each run at half spe
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tl_core.config import RunConfig
-from tl_core.training.loop import Callback, FitResult, fit
+from tl_core.training import Callback, FitResult, fit
 from tl_core.errors import TransferLabError
 from tl_core.runs import RunFolder
-
-
-class _QueueCallback(Callback):
-    """Also publishes events to an in-memory queue, for in-process listeners."""
-
-    def __init__(self, q: "queue.Queue[dict]"):
-        self.q = q
-
-    def _put(self, event: dict) -> None:
-        try:
-            self.q.put_nowait(event)
-        except queue.Full:  # nobody is listening: the run folder has everything anyway
-            pass
-
-    def on_fit_start(self, info): self._put({"event": "on_fit_start", "info": info})
-    def on_epoch_end(self, epoch, logs): self._put({"event": "on_epoch_end", "epoch": epoch, "logs": logs})
-    def on_warning(self, kind, message): self._put({"event": "on_warning", "kind": kind, "message": message})
-    def on_fit_end(self, logs): self._put({"event": "on_fit_end", "logs": logs})
 
 
 @dataclass
@@ -42,7 +23,6 @@ class Job:
     run: RunFolder
     thread: threading.Thread
     stop_event: threading.Event
-    events: "queue.Queue[dict]"
     started_at: float = field(default_factory=time.time)
     result: FitResult | None = None
 
@@ -77,11 +57,10 @@ class JobRegistry:
                                        "to finish before starting another.")
             run = RunFolder.create(config, runs_dir)
             stop = threading.Event()
-            events: "queue.Queue[dict]" = queue.Queue(maxsize=10_000)
-            job = Job(run, threading.Thread(), stop, events)
+            job = Job(run, threading.Thread(), stop)
 
             def target() -> None:
-                job.result = fit(config, run, [_QueueCallback(events), *(callbacks or [])], stop)
+                job.result = fit(config, run, callbacks or [], stop)
 
             job.thread = threading.Thread(target=target, name=f"train-{run.run_id}", daemon=True)
             self._jobs[str(run.path)] = job

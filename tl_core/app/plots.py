@@ -1,7 +1,7 @@
 """Plotly figures for the app, as pure functions of plain data.
 
 Every function takes lists/dicts as they come out of the run folder (``RunFolder.epoch_logs()``,
-``summary.json``, ``EvalReport.to_json()``, ``FreezePlan.to_dict()``) and returns a
+``summary.json``, ``EvalReport.to_dict()``, ``FreezePlan.to_dict()``) and returns a
 ``go.Figure``; none reads files or touches Streamlit, so the same figure can be drawn live on the
 Train page, redrawn after a restart, and tested without a browser.
 """

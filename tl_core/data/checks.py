@@ -75,7 +75,7 @@ class CheckReport:
     # Per readable image, for comparing against another folder (a separate test set).
     fingerprints: list[_Fingerprint] = field(default_factory=list, repr=False, compare=False)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary for the app and the CLI."""
         return {
             "images": len(self.readable),
@@ -239,7 +239,7 @@ def near_pairs(hashes: np.ndarray, max_distance: int, others: np.ndarray | None 
     return pairs
 
 
-def _same_picture(a: _Fingerprint, b: _Fingerprint) -> bool:
+def same_picture(a: _Fingerprint, b: _Fingerprint) -> bool:
     return a.sha1 == b.sha1 or float(np.abs(a.color - b.color).mean()) <= _COLOR_TOLERANCE
 
 
@@ -254,7 +254,7 @@ def _duplicate_groups(prints: list[_Fingerprint], near: bool) -> list[list[int]]
     if near and len(prints) > 1:
         hashes = np.array([fp.phash for fp in prints], dtype=np.uint64)
         for i, j in near_pairs(hashes, NEAR_DUPLICATE_DISTANCE):
-            if _same_picture(prints[i], prints[j]):
+            if same_picture(prints[i], prints[j]):
                 uf.union(i, j)
     members: dict[int, list[int]] = defaultdict(list)
     for i in range(len(prints)):

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from tl_core.errors import DataError
-from tl_core.data.checks import NEAR_DUPLICATE_DISTANCE, CheckReport, _same_picture, check_scan, near_pairs
-from tl_core.data.scan import ImageRecord, Problem, _scan_folder
+from tl_core.data.checks import NEAR_DUPLICATE_DISTANCE, CheckReport, same_picture, check_scan, near_pairs
+from tl_core.data.scan import ImageRecord, Problem, scan_folder
 from tl_core.data.split import stratified_split
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def prepare_dataset(cfg: "DataConfig", progress: Callable[[int, int], None] | No
     validate on, or the test folder has categories the training folder does not.
     """
     cfg = getattr(cfg, "data", cfg)  # a whole RunConfig works too
-    report = check_scan(_scan_folder(cfg.root), progress=progress)
+    report = check_scan(scan_folder(cfg.root), progress=progress)
     classes = list(report.scan.classes)
     readable = report.readable
     index = {c: i for i, c in enumerate(classes)}
@@ -118,7 +118,7 @@ def prepare_dataset(cfg: "DataConfig", progress: Callable[[int, int], None] | No
 def _prepare_test(test_root: str, classes: list[str], report: CheckReport,
                   seen_records: list[ImageRecord]) -> list[ImageRecord]:
     """Check a separate test folder: same categories, readable, no copies of training pictures."""
-    test_scan = _scan_folder(test_root, min_classes=1, what="test folder")
+    test_scan = scan_folder(test_root, min_classes=1, what="test folder")
     unknown = [c for c in test_scan.classes if c not in classes]
     if unknown:
         raise DataError(
@@ -141,7 +141,7 @@ def _prepare_test(test_root: str, classes: list[str], report: CheckReport,
             if fp.sha1 in by_sha:
                 matched[i] = by_sha[fp.sha1]
         for i, j in pairs:
-            if i not in matched and _same_picture(test_report.fingerprints[i], ref[j][1]):
+            if i not in matched and same_picture(test_report.fingerprints[i], ref[j][1]):
                 matched[i] = ref[j][0]
         for i, other in sorted(matched.items()):
             t = test_report.readable[i]

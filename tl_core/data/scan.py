@@ -280,18 +280,14 @@ def _detect_split_dirs(walker: _Walker, top: list[tuple[str, Path, bool]]) -> di
     return dict(splits)
 
 
-def scan_folder(root: str | Path) -> DatasetScan:
+def scan_folder(root: str | Path, *, min_classes: int = 2, what: str = "folder") -> DatasetScan:
     """List the labelled pictures under ``root`` (see the module docstring for the layout).
 
     Raises :class:`DataError` when the folder cannot be used at all: missing, not a folder,
-    unreadable, no category folders, no pictures, or fewer than two categories.
+    unreadable, no category folders, no pictures, or fewer than ``min_classes`` categories (a
+    separate test folder may hold only some of the categories: ``min_classes=1``). ``what``
+    names the folder in those messages ("test folder").
     """
-    return _scan_folder(root, min_classes=2)
-
-
-def _scan_folder(root: str | Path, *, min_classes: int = 2, what: str = "folder") -> DatasetScan:
-    """:func:`scan_folder` with a configurable minimum number of classes (a separate test
-    folder may legitimately hold only some of the categories)."""
     root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
     if not root_path.exists():
         raise DataError(

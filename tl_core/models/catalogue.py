@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from tl_core.errors import ConfigError
 
 RECOMMENDED_MODEL = "tf_efficientnet_lite0"
@@ -126,10 +124,9 @@ def measure_params_m(pretrained_tag: str) -> float:
     cached = _PARAMS_M.get(pretrained_tag)
     if cached is not None:
         return cached
-    import timm
+    from tl_core.models.builder import build_network
 
-    with torch.device("meta"):
-        model = timm.create_model(pretrained_tag, pretrained=False)
+    model = build_network(pretrained_tag, on_meta_device=True)
     count = sum(p.numel() for p in model.parameters()) / 1e6
     _PARAMS_M[pretrained_tag] = count
     return count

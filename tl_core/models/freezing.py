@@ -2,8 +2,9 @@
 
 A beginner cannot reason about 200 parameter tensors, but can about a dozen groups drawn from
 input to output ("Stem", "Stage 1" ... "New classifier"). The groups come from timm's own
-``group_matcher`` (the same grouping timm uses for layer-wise learning-rate decay), with the
-classifier split out as its own final group because it is the one part that is always new.
+``group_matcher`` (the same grouping timm uses for layer-wise learning-rate decay), read with timm's
+public :func:`timm.models.group_parameters`, with the classifier split out as its own final group
+because it is the one part that is always new.
 A freeze plan is simply the set of frozen group names.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from torch import nn
-from timm.models._manipulate import group_with_matcher
+from timm.models import group_parameters
 
 from tl_core.config import FreezeConfig, parse_preset
 from tl_core.errors import ConfigError
@@ -57,8 +58,9 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
     body = [(n, p) for n, p in params.items() if not is_cls(n)]
     matcher = model.group_matcher(coarse=True) if hasattr(model, "group_matcher") else None
     if matcher is not None:
-        grouped = group_with_matcher(iter(body), matcher)
-        ordered = [grouped[k] for k in sorted(grouped)]
+        # timm groups every parameter; the classifier's (unmatched, so last) are taken out here
+        grouped = group_parameters(model, matcher)
+        ordered = [names for names in ([n for n in grouped[k] if not is_cls(n)] for k in sorted(grouped)) if names]
     else:  # not a timm model: one group per top-level child
         by_child: dict[str, list[str]] = {}
         for n, _ in body:
@@ -195,14 +197,10 @@ def optimizer_param_groups(model: nn.Module, plan: FreezePlan, lr: float, weight
     return out
 
 
-def count_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def module_is_frozen(module: nn.Module) -> bool:
     return all(not p.requires_grad for p in module.parameters())
 
 
 __all__ = ["LayerGroup", "FreezePlan", "layer_groups", "frozen_groups_for", "make_freeze_plan",
-           "apply_freeze_plan", "set_train_mode", "optimizer_param_groups", "count_trainable",
+           "apply_freeze_plan", "set_train_mode", "optimizer_param_groups",
            "module_is_frozen", "CLASSIFIER_GROUP"]

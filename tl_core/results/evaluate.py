@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
-
-from tl_core.errors import DataError, ImageLoadError, RunError, TransferLabError
-from tl_core.runs import RunFolder, read_json, write_json_atomic
+from tl_core.data.images import load_image
+from tl_core.data.scan import scan_folder
+from tl_core.errors import DataError, RunError, TransferLabError
+from tl_core.files import write_json_atomic
+from tl_core.runs import RunFolder, read_json
 
 # Progress callbacks receive (images done, images in total); the app turns this into a bar.
 ProgressFn = Callable[[int, int], None]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif")
 EVAL_PREFIX = "eval_"
 VALIDATION_NAME = "val"
 
@@ -141,7 +141,7 @@ class EvalReport:
                    confusion_normalized=m["confusion_normalized"], items=list(items), skipped=list(skipped or []),
                    macro_f1=m["macro_f1"], **meta)
 
-    def to_json(self, include_items: bool = False) -> dict:
+    def to_dict(self, include_items: bool = False) -> dict:
         """Plain JSON data. The default is the compact form the CLI prints as its last line (the
         metrics plus the 12 most confident mistakes); ``include_items=True`` adds every image's
         prediction, which is what ``eval_<name>.json`` stores for the Results page."""
@@ -158,7 +158,7 @@ class EvalReport:
         return out
 
     @classmethod
-    def from_json(cls, data: dict) -> "EvalReport":
+    def from_dict(cls, data: dict) -> "EvalReport":
         """Rebuild a saved report (``eval_<name>.json``)."""
         try:
             return cls(classes=list(data["classes"]), accuracy=float(data["accuracy"]),
@@ -198,28 +198,7 @@ class EvalReport:
 # ----------------------------------------------------------------------------------------------
 # Reading images and records
 # ----------------------------------------------------------------------------------------------
-def _loader() -> Callable[[str], Image.Image]:
-    """The data module's robust loader when it is there (same decoding as training), else PIL."""
-    try:
-        from tl_core.data.images import load_image  # type: ignore[attr-defined]
-
-        return load_image
-    except ImportError:
-        return _pil_load
-
-
-def _pil_load(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise ImageLoadError(str(path), "the file is missing") from None
-    except Exception as err:  # noqa: BLE001 - PIL raises many kinds for broken files
-        raise ImageLoadError(str(path), f"not a readable image ({type(err).__name__})") from None
-
-
-def _record_parts(record: Any) -> tuple[str, Any]:
+def record_parts(record: Any) -> tuple[str, Any]:
     """(path, label) from a tuple, a dict or an object with ``path``/``label`` attributes."""
     if isinstance(record, dict):
         path, label = record.get("path"), record.get("label", record.get("class"))
@@ -251,7 +230,7 @@ def evaluate_records(loaded: Any, records: Iterable[Any], progress: ProgressFn |
     skipped and listed in ``report.skipped`` rather than failing the whole evaluation.
     """
     classes = list(loaded.classes)
-    pairs = [(p, _label_name(lab, classes)) for p, lab in map(_record_parts, records)]
+    pairs = [(p, _label_name(lab, classes)) for p, lab in map(record_parts, records)]
     unknown = sorted({lab for _, lab in pairs} - set(classes))
     if unknown:
         raise DataError(
@@ -259,7 +238,6 @@ def evaluate_records(loaded: Any, records: Iterable[Any], progress: ProgressFn |
             f"The model knows: {', '.join(classes)}. Rename or remove those folders and try again.")
     if not pairs:
         raise DataError("There are no images to evaluate.")
-    load = _loader()
     total = len(pairs)
     items: list[dict] = []
     skipped: list[dict] = []
@@ -269,7 +247,7 @@ def evaluate_records(loaded: Any, records: Iterable[Any], progress: ProgressFn |
         images, kept = [], []
         for path, label in chunk:
             try:
-                images.append(load(path))
+                images.append(load_image(path))
                 kept.append((path, label))
             except Exception as err:  # noqa: BLE001 - one bad file must not stop the evaluation
                 reason = getattr(err, "reason", None) or f"not a readable image ({type(err).__name__})"
@@ -293,48 +271,11 @@ def evaluate_records(loaded: Any, records: Iterable[Any], progress: ProgressFn |
 def scan_class_folders(data_dir: str | Path) -> list[tuple[str, str]]:
     """``(path, class)`` for every image under ``data_dir/<class>/...`` (sub-folders included).
 
-    Uses the data module's scanner when it is there, so a test folder is read by exactly the rules
-    of the training folder (ignored names, Unicode class names, train/val layout); a test folder may
-    hold only some of the classes.
+    Read by exactly the rules of the training folder (ignored names, Unicode class names,
+    train/val layout); a test folder may hold only some of the classes.
     """
-    try:
-        from tl_core.data.scan import _scan_folder  # type: ignore[attr-defined]
-    except ImportError:
-        _scan_folder = None
-    if _scan_folder is not None:
-        try:
-            scan = _scan_folder(data_dir, min_classes=1, what="test folder")
-        except TypeError:  # a different signature: use the simple scan below
-            pass
-        else:
-            return [(r.path, r.label) for r in scan.records]
-    return _simple_scan(data_dir)
-
-
-def _simple_scan(data_dir: str | Path) -> list[tuple[str, str]]:
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise DataError(f"The folder {root} does not exist or is not a folder.")
-    records: list[tuple[str, str]] = []
-    loose = 0
-    for child in sorted(root.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if child.is_file():
-            loose += child.suffix.lower() in IMAGE_EXTENSIONS
-            continue
-        if not child.is_dir():
-            continue
-        for f in sorted(child.rglob("*")):
-            rel = f.relative_to(child).parts
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not any(p.startswith(".") for p in rel):
-                records.append((str(f), child.name))
-    if not records:
-        hint = (" The images must sit in one sub-folder per class (for example cats/ and dogs/), "
-                "not directly in the folder." if loose else
-                " Put the images in one sub-folder per class, named like the model's classes.")
-        raise DataError(f"No images found in class folders under {root}.{hint}")
-    return records
+    scan = scan_folder(data_dir, min_classes=1, what="test folder")
+    return [(r.path, r.label) for r in scan.records]
 
 
 def _slug(text: str) -> str:
@@ -373,7 +314,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, progress: Pro
             roots.append(Path(run.config().data.root))
         except TransferLabError:
             pass
-        records = [(_resolve(p, roots), lab) for p, lab in map(_record_parts, raw)]
+        records = [(_resolve(p, roots), lab) for p, lab in map(record_parts, raw)]
         name = name or VALIDATION_NAME
         source = None
     else:
@@ -384,7 +325,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, progress: Pro
 
     with training_allocator():  # batch inference frees large activations too (see tl_core.runtime.allocator)
         report = evaluate_records(loaded, records, progress=progress, name=_slug(name), data_dir=source)
-    write_json_atomic(run.path / f"{EVAL_PREFIX}{report.name}.json", report.to_json(include_items=True))
+    write_json_atomic(run.path / f"{EVAL_PREFIX}{report.name}.json", report.to_dict(include_items=True))
     return report
 
 
@@ -397,8 +338,8 @@ def list_evaluations(run_dir: str | Path) -> list[str]:
 def load_evaluation(run_dir: str | Path, name: str = VALIDATION_NAME) -> EvalReport | None:
     """A saved evaluation, or None when that one was never computed."""
     data = read_json(Path(run_dir) / f"{EVAL_PREFIX}{_slug(name)}.json")
-    return EvalReport.from_json(data) if data else None
+    return EvalReport.from_dict(data) if data else None
 
 
 __all__ = ["EvalReport", "compute_metrics", "confusion_matrix", "evaluate_records", "evaluate_run",
-           "scan_class_folders", "list_evaluations", "load_evaluation", "IMAGE_EXTENSIONS"]
+           "scan_class_folders", "list_evaluations", "load_evaluation", "record_parts"]

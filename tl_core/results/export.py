@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import shutil
 import tempfile
 import warnings
@@ -43,8 +42,9 @@ import torch
 from PIL import Image
 
 from tl_core.config import RunConfig
-from tl_core.errors import RunError, TransferLabError
-from tl_core.runs import CONFIG_FILE, LABELS_FILE, PREPROCESSING_FILE, WEIGHTS_FILE, RunFolder, write_json_atomic
+from tl_core.errors import ExportError, RunError, TransferLabError
+from tl_core.files import atomic_path, write_json_atomic
+from tl_core.runs import CONFIG_FILE, LABELS_FILE, PREPROCESSING_FILE, WEIGHTS_FILE, RunFolder
 
 EXPORT_FORMATS = ("bundle", "safetensors", "onnx", "torchscript")
 # Opset 17 runs on every onnxruntime since 1.13 and on most mobile/edge runtimes. The legacy
@@ -59,10 +59,6 @@ ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 MAX_CHECK_IMAGES = 4
 
 
-class ExportError(TransferLabError):
-    """An export could not be written or did not reproduce the model's outputs."""
-
-
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
@@ -72,13 +68,6 @@ def _open(run_dir: str | Path) -> RunFolder:
         raise RunError(f"Run {run.run_id} has no saved weights yet (it stopped before the first epoch ended), "
                        "so there is nothing to export.")
     return run
-
-
-def _atomic_path(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def _generated_images(size: int) -> list[Image.Image]:
@@ -96,11 +85,11 @@ def _generated_images(size: int) -> list[Image.Image]:
 def check_images(run_dir: str | Path, size: int, limit: int = MAX_CHECK_IMAGES) -> list[Image.Image]:
     """Images for the parity check: a few of the run's validation photos (when they are still on
     disk) plus generated pictures, so the check never depends on the user's files being there."""
-    from tl_core.results.evaluate import _loader, _record_parts
+    from tl_core.data.images import load_image
+    from tl_core.results.evaluate import record_parts
 
     run = RunFolder(Path(run_dir))
     images: list[Image.Image] = []
-    load = _loader()
     root = None
     try:
         root = Path(run.config().data.root)
@@ -110,10 +99,10 @@ def check_images(run_dir: str | Path, size: int, limit: int = MAX_CHECK_IMAGES) 
         if len(images) >= limit:
             break
         try:
-            path = Path(_record_parts(rec)[0])
+            path = Path(record_parts(rec)[0])
             if not path.is_absolute() and root is not None and not path.exists():
                 path = root / path
-            images.append(load(str(path)))
+            images.append(load_image(str(path)))
         except Exception:  # noqa: BLE001 - a moved or broken photo just is not used for the check
             continue
     return images + _generated_images(size)
@@ -222,16 +211,11 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 def _zip_folder(folder: Path, zip_path: Path, top: str) -> Path:
-    tmp = _atomic_path(zip_path)
-    try:
+    with atomic_path(zip_path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for f in sorted(folder.iterdir()):
                 if f.is_file():
                     zf.write(f, f"{top}/{f.name}")
-        os.replace(tmp, zip_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return zip_path
 
 
@@ -326,12 +310,10 @@ def _export_job(run_dir: str | Path, out_path: str | Path) -> _ExportJob:
 def _written_only_if_verified(out: Path, failure: str):
     """Yield a temporary path next to ``out``; it becomes ``out`` only if the block finishes (the
     parity check passed). Anything unexpected becomes an :class:`ExportError` starting ``failure``."""
-    tmp = _atomic_path(out)
     try:
-        yield tmp
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            yield tmp
     except BaseException as err:
-        tmp.unlink(missing_ok=True)
         if isinstance(err, (KeyboardInterrupt, SystemExit, TransferLabError)):
             raise
         raise ExportError(failure.format(error=f"{type(err).__name__}: {str(err)[:200]}")) from None

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import timm
 import torch
 from PIL import Image
 from torch import nn
 
 from tl_core.errors import RunError
+from tl_core.models.builder import build_network
 from tl_core.models.preprocess import Preprocessing
 from tl_core.runs import RunFolder
 
@@ -53,17 +53,12 @@ class LoadedModel:
         return [{"label": self.classes[i], "probability": float(v)} for v, i in zip(vals.tolist(), idx.tolist())]
 
 
-def build_model(model_name: str, num_classes: int) -> nn.Module:
-    """The bare architecture (no weights) for a run's model name."""
-    return timm.create_model(model_name, pretrained=False, num_classes=num_classes)
-
-
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     run = RunFolder.open(run_dir)
     cfg = run.config()
     classes = run.labels()
     prep = Preprocessing.from_dict(run.preprocessing())
-    model = build_model(cfg.model.name, len(classes))
+    model = build_network(cfg.model.name, len(classes))  # the bare architecture; the run's weights follow
     state = run.load_state_dict()
     try:
         model.load_state_dict(state, strict=True)

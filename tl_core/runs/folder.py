@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any, Iterator
 
 from tl_core.config import RunConfig
 from tl_core.errors import RunError
+from tl_core.files import atomic_path, write_json_atomic
+from tl_core.runs.events import EPOCH_END
 
 STATES = ("queued", "running", "finished", "stopped", "failed")
 ACTIVE_STATES = ("queued", "running")
@@ -43,19 +44,6 @@ SUMMARY_FILE = "summary.json"
 def default_runs_dir() -> Path:
     """``$TL_RUNS_DIR`` or ``./runs``: where the app and the CLI keep runs by default."""
     return Path(os.environ.get("TL_RUNS_DIR", "runs")).expanduser()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -210,7 +198,7 @@ class RunFolder:
                     yield ev
 
     def epoch_logs(self) -> list[dict]:
-        return [dict(ev["logs"], epoch=ev["epoch"]) for ev in self.iter_events(("on_epoch_end",))]
+        return [dict(ev["logs"], epoch=ev["epoch"]) for ev in self.iter_events((EPOCH_END,))]
 
     # -- weights ----------------------------------------------------------------------------
     @property
@@ -224,14 +212,8 @@ class RunFolder:
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-        fd, tmp = tempfile.mkstemp(prefix="model.", suffix=".tmp", dir=self.path)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata or {})
-            os.replace(tmp, self.weights_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.weights_path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata or {})
 
     def load_state_dict(self) -> dict:
         from safetensors.torch import load_file

@@ -12,7 +12,9 @@ plan, and time a small batch at the model's input size on the device training wo
   forward pass over the validation images.
 
 Measurements are cached per model, freeze plan, image size and device for the life of the
-process, so the Model and Layers pages pay for each one once. Nothing here imports Streamlit.
+process, so the Model and Layers pages pay for each one once. Nothing here imports Streamlit or
+:mod:`tl_core.app`: measuring in a background thread, paused while a model trains, is the app's
+job (:mod:`tl_core.app.timing`).
 """
 from __future__ import annotations
 
@@ -126,14 +128,13 @@ def measure(model_name: str, frozen_groups: list[str] | tuple[str, ...] | None =
 
 
 def _measure_uncached(model_name, freeze: FreezeConfig, num_classes, image_size, dev, batch, feature_cache):
-    import timm
-
+    from tl_core.models.builder import build_network
     from tl_core.training.features import find_prefix_split
     from tl_core.models.freezing import apply_freeze_plan, make_freeze_plan, set_train_mode
 
     device = dev.device
     t_build = time.perf_counter()
-    model = timm.create_model(model_name, pretrained=False, num_classes=max(2, int(num_classes)))
+    model = build_network(model_name, max(2, int(num_classes)))
     build_seconds = time.perf_counter() - t_build
     plan = make_freeze_plan(model, freeze)
     apply_freeze_plan(model, plan)
@@ -245,70 +246,10 @@ def cached_forward(model_name: str, image_size: int | None = None, device: str =
         return _CACHE.get(_forward_key(model_name, image_size, device))
 
 
-_BACKGROUND: dict[str, object] = {"thread": None, "queue": [], "errors": {}}
-
-
-def measure_forward_in_background(model_names: list[str], image_size: int | None = None,
-                                  device: str = "auto") -> list[str]:
-    """Queue forward measurements for a background thread (one at a time, in order) so a page can
-    show the catalogue at once and fill the times in as they arrive. Returns the names still
-    waiting. Models that fail to measure are remembered in :func:`background_errors`."""
-    with _LOCK:
-        known = {k[0] for k in _CACHE if k[1:] == _forward_key("", image_size, device)[1:]}
-        errors = _BACKGROUND["errors"]
-        queue: list = _BACKGROUND["queue"]  # type: ignore[assignment]
-        for name in model_names:
-            if name not in known and name not in errors and name not in queue:
-                queue.append(name)
-        waiting = [n for n in model_names if n not in known and n not in errors]
-        thread = _BACKGROUND["thread"]
-        if queue and not (isinstance(thread, threading.Thread) and thread.is_alive()):
-            t = threading.Thread(target=_background_worker, args=(image_size, device), daemon=True,
-                                 name="tl-estimate")
-            _BACKGROUND["thread"] = t
-            t.start()
-    return waiting
-
-
-def _training_now() -> bool:
-    try:
-        from tl_core.app.jobs import active_job
-
-        return active_job() is not None
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _background_worker(image_size: int | None, device: str) -> None:
-    while True:
-        while _training_now():  # timing now would slow the training and give wrong numbers
-            time.sleep(1.0)
-        with _LOCK:
-            queue: list = _BACKGROUND["queue"]  # type: ignore[assignment]
-            if not queue:
-                _BACKGROUND["thread"] = None
-                return
-            name = queue[0]
-        try:
-            measure_forward(name, image_size, device)
-        except Exception as err:  # noqa: BLE001 - an unmeasurable model just shows no time
-            with _LOCK:
-                _BACKGROUND["errors"][name] = f"{type(err).__name__}: {err}"  # type: ignore[index]
-        finally:
-            with _LOCK:
-                if queue and queue[0] == name:
-                    queue.pop(0)
-
-
-def background_errors() -> dict[str, str]:
-    with _LOCK:
-        return dict(_BACKGROUND["errors"])  # type: ignore[arg-type]
-
-
 def estimate_if_known(model_name: str, n_images: int, val_fraction: float = 0.2, preset: str = "head",
                       image_size: int | None = None, device: str = "auto") -> Estimate | None:
     """:func:`estimate_run` with ``exact=False`` from an already taken forward measurement; None when
-    the model has not been timed yet (see :func:`measure_forward_in_background`)."""
+    the model has not been timed yet (the app times them in the background: :mod:`tl_core.app.timing`)."""
     m = cached_forward(model_name, image_size, device)
     if m is None:
         return None
@@ -332,5 +273,5 @@ def clear_cache() -> None:
 
 
 __all__ = ["Measurement", "Estimate", "measure", "measure_forward", "estimate_run", "estimate_if_known",
-           "measure_forward_in_background", "cached_forward", "background_errors", "estimate_from_measurement",
-           "cached_measurement_count", "clear_cache", "DECODE_SECONDS_PER_IMAGE"]
+           "cached_forward", "estimate_from_measurement", "cached_measurement_count", "clear_cache",
+           "DECODE_SECONDS_PER_IMAGE"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,6 +23,7 @@ from torch import nn
 
 from tl_core import __version__
 from tl_core.models.freezing import module_is_frozen
+from tl_core.files import atomic_path
 
 
 @dataclass
@@ -152,17 +152,12 @@ def load_cached_features(cache_root: Path, key: str) -> dict[str, torch.Tensor] 
 def save_cached_features(cache_root: Path, key: str, tensors: dict[str, torch.Tensor]) -> Path | None:
     from safetensors.torch import save_file
 
-    folder = cache_root / "features"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=key, suffix=".tmp", dir=folder)
-    os.close(fd)
+    final = cache_root / "features" / f"{key}.safetensors"
     try:
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, tmp)
-        final = folder / f"{key}.safetensors"
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         return final
     except OSError:  # a full disk must not fail training: the cache is only an optimisation
-        Path(tmp).unlink(missing_ok=True)
         return None
 
 

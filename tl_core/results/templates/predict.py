@@ -34,6 +34,7 @@ def load_bundle(folder: Path, device: str):
     name = prep.get("model")
     if not name:  # older bundles: the name is in the run configuration
         name = json.loads((folder / "config.json").read_text(encoding="utf-8"))["model"]["name"]
+    # standalone script copied into bundles (cannot import tl_core), so it calls timm itself
     model = timm.create_model(name, pretrained=False, num_classes=len(labels))
     model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     model.to(device).eval()

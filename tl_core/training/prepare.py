@@ -1,0 +1,264 @@
+"""The one-time work before the first epoch: seed, device, data check, model and freeze plan, then
+the training inputs, either the frozen prefix's features (computed once, cached on disk) or the
+images decoded once into memory; then the batches, with the class balance the loss or the sampler
+corrects for; and what the run says about all this as training starts (``on_fit_start`` info,
+summary.json)."""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from tl_core.config import RunConfig
+from tl_core.models.freezing import FreezePlan, apply_freeze_plan, make_freeze_plan
+from tl_core.models.preprocess import Preprocessing
+from tl_core.paths import cache_dir
+from tl_core.runs import RunFolder
+from tl_core.runtime.allocator import covers_this_thread
+from tl_core.runtime.device import DeviceInfo, configure_threads, pick_device
+from tl_core.training.augment import BatchAugment
+from tl_core.training.callbacks import Callback
+from tl_core.training.decoded import decode_records
+from tl_core.training.features import (compute_features, feature_cache_key, find_prefix_split, load_cached_features,
+                                       save_cached_features, weights_fingerprint)
+
+FEATURE_MEMORY_BUDGET = 1.5 * 2**30   # beyond this the boundary activations are not cached
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def reset_classifier_init(model: nn.Module) -> None:
+    """Start the new classifier near zero. Some timm families initialise it with a range of
+    1/sqrt(num_classes), which for 4 classes gives logits of +-5 on pretrained features: the head
+    then spends its first dozens of steps unlearning noise, which small data sets cannot afford."""
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    for m in classifier.modules() if isinstance(classifier, nn.Module) else ():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
+    w = counts.sum() / (num_classes * counts)
+    return w / w.mean()
+
+
+@dataclass
+class Prepared:
+    """What one fit is made of. :func:`prepare_model` fills the first part; :func:`load_inputs`
+    the training inputs (``mode`` says which kind: ``"features"`` or ``"full"``)."""
+    dev: DeviceInfo
+    data: Any                       # tl_core.data.dataset.PreparedDataset
+    classes: list[str]
+    model: nn.Module
+    net: nn.Module                  # the model, compiled where asked
+    weights_source: Any
+    plan: FreezePlan
+    prep: Preprocessing
+    normalize: Callable[[torch.Tensor], torch.Tensor]
+    train_paths: list[str]
+    train_labels: list[int]
+    val_paths: list[str]
+    val_labels: list[int]
+    mode: str | None = None
+    split: Any = None               # tl_core.training.features prefix split, in "features" mode
+    feature_cache_hit: bool | None = None
+    train_x: torch.Tensor | None = None
+    train_y: torch.Tensor | None = None
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+
+def prepare_model(config: RunConfig, run: RunFolder | None, events: Callback) -> Prepared:
+    """Seed, device, the checked data set and the model with its freeze plan applied."""
+    tcfg = config.train
+    seed_everything(tcfg.seed)
+    configure_threads(tcfg.num_threads)
+    dev = pick_device(tcfg.device, tcfg.amp, tcfg.channels_last)
+
+    from tl_core.models.catalogue import get_model_info
+    get_model_info(config.model.name)  # a typo in the model name is answered before reading pictures
+    from tl_core.data.dataset import prepare_dataset
+    data = prepare_dataset(config.data, progress=lambda d, t: events.on_prepare("check", d, t))
+    classes = data.classes
+
+    from tl_core.models.weights import create_model
+    weights = "none" if config.freeze.kind == "scratch" else config.model.weights
+    model, weights_source = create_model(config.model.name, len(classes), weights)
+    reset_classifier_init(model)
+    plan = make_freeze_plan(model, config.freeze)
+    apply_freeze_plan(model, plan)
+    model.to(dev.device)
+    if dev.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = model
+    if tcfg.compile and dev.device.type == "cuda":  # pays off for long GPU runs only
+        net = torch.compile(model)
+    prep = Preprocessing.for_model(model, config.model.image_size)
+
+    label_of = {c: i for i, c in enumerate(classes)}
+    p = Prepared(dev=dev, data=data, classes=classes, model=model, net=net, weights_source=weights_source,
+                 plan=plan, prep=prep, normalize=prep.normalizer(dev.device),
+                 train_paths=[r.path for r in data.train], train_labels=[label_of[r.label] for r in data.train],
+                 val_paths=[r.path for r in data.val], val_labels=[label_of[r.label] for r in data.val])
+    if run is not None:
+        run.save_labels(classes)
+        run.save_preprocessing(prep.to_dict())
+    return p
+
+
+def load_inputs(p: Prepared, config: RunConfig, events: Callback) -> None:
+    """The training inputs: the frozen prefix's features where there is a prefix to cache and
+    they fit in memory, else the decoded images (the whole model then runs every step)."""
+    split = find_prefix_split(p.model) if config.train.feature_cache else None
+    p.split = split
+    p.model.eval()
+    if split is not None and _load_or_compute_features(p, split, config, events):
+        p.mode = "features"
+    else:
+        p.mode = "full"
+        p.split = None
+        p.train_x, p.train_y = _decode(p, p.train_paths, p.train_labels, events)
+        p.val_x, p.val_y = _decode(p, p.val_paths, p.val_labels, events)
+
+
+def _decode(p: Prepared, paths, labels, events: Callback):
+    # val images are decoded after train ones: report progress over both as one stage
+    dec = decode_records(paths, labels, p.prep, progress=lambda d, t: events.on_prepare("decode", d, t))
+    for path, reason in dec.failed:
+        events.on_warning("unreadable", f"Skipped {path}: {reason}.")
+    images = dec.images
+    if p.dev.device.type == "cuda" and images.nbytes < 0.5 * torch.cuda.mem_get_info()[0]:
+        images = images.to(p.dev.device)   # keep the whole data set on the GPU when it fits
+    return images, dec.labels.to(images.device)
+
+
+def _load_or_compute_features(p: Prepared, split, config: RunConfig, events: Callback) -> bool:
+    cache_root = Path(config.train.cache_dir).expanduser() if config.train.cache_dir else cache_dir()
+    wid = weights_fingerprint(p.weights_source.path)
+    sets = (("train", p.train_paths, p.train_labels), ("val", p.val_paths, p.val_labels))
+    keys = {name: feature_cache_key(paths, labels, config.model.name, wid, split.boundary, p.prep.to_dict())
+            for name, paths, labels in sets}
+    feats: dict[str, torch.Tensor] = {}
+    p.feature_cache_hit = True
+    for name in ("train", "val"):
+        cached = load_cached_features(cache_root, keys[name])
+        if cached is None:
+            p.feature_cache_hit = False
+            break
+        feats[name + "_x"], feats[name + "_y"] = cached["x"], cached["y"]
+    if not p.feature_cache_hit:
+        feats = {}
+        dev = p.dev
+        for name, paths, labels in sets:
+            images, y = _decode(p, paths, labels, events)
+            # estimate the size from one batch before committing to caching everything
+            probe = compute_features(split.prefix, images[:2], p.normalize, dev.device,
+                                     amp_dtype=dev.amp_dtype, channels_last=dev.channels_last)
+            per_image = probe[0].numel() * 4
+            if per_image * len(images) > FEATURE_MEMORY_BUDGET:
+                events.on_warning("no_feature_cache", "The frozen layers' output is too large to keep in "
+                                  "memory for this many images; training runs the whole model each step.")
+                return False
+            x = compute_features(split.prefix, images, p.normalize, dev.device,
+                                 amp_dtype=dev.amp_dtype, channels_last=dev.channels_last,
+                                 progress=lambda d, t: events.on_prepare("features", d, t))
+            feats[name + "_x"], feats[name + "_y"] = x, y.cpu()
+            save_cached_features(cache_root, keys[name], {"x": x, "y": y.cpu()})
+            del images
+    device = p.dev.device
+    p.train_x, p.train_y = feats["train_x"].to(device), feats["train_y"].to(device)
+    p.val_x, p.val_y = feats["val_x"].to(device), feats["val_y"].to(device)
+    return True
+
+
+@dataclass
+class Balance:
+    """How the training corrects for classes of very different sizes."""
+    mode: str                           # "weights" (in the loss), "sampler" or "none"
+    imbalance_ratio: float              # largest class / smallest class
+    weight: torch.Tensor | None         # per-class loss weights, on the device
+    sample_p: torch.Tensor | None       # per-image sampling weights, for "sampler"
+
+
+def balance_classes(train_y: torch.Tensor, num_classes: int, setting: str, device: torch.device) -> Balance:
+    labels = train_y.cpu()
+    counts = torch.bincount(labels, minlength=num_classes)
+    imbalance = float(counts.max() / counts.clamp(min=1).min())
+    mode = setting
+    if mode == "auto":
+        from tl_core.data.checks import IMBALANCE_WARN_RATIO
+        mode = "weights" if imbalance >= IMBALANCE_WARN_RATIO else "none"
+    weight = class_weights(labels, num_classes).to(device) if mode == "weights" else None
+    sample_p = (1.0 / counts.float().clamp(min=1))[labels] if mode == "sampler" else None
+    return Balance(mode, imbalance, weight, sample_p)
+
+
+@dataclass
+class Batches:
+    """How each epoch is cut into batches, and what a training step needs beyond the model."""
+    size: int
+    steps_per_epoch: int
+    total_steps: int
+    balance: Balance
+    generator: torch.Generator        # epoch orders and augmentation draw from it, in that order
+    augment: BatchAugment
+    n_train: int
+
+    def epoch_order(self) -> torch.Tensor:
+        """The training images of one epoch, in order (drawn by class weight with the sampler)."""
+        if self.balance.sample_p is not None:
+            return torch.multinomial(self.balance.sample_p, self.n_train, replacement=True, generator=self.generator)
+        return torch.randperm(self.n_train, generator=self.generator)
+
+
+def make_batches(p: Prepared, config: RunConfig) -> Batches:
+    tcfg = config.train
+    n_train = len(p.train_y)
+    size = min(tcfg.batch_size, n_train)
+    steps_per_epoch = max(1, n_train // size) if n_train >= size else 1
+    balance = balance_classes(p.train_y, len(p.classes), tcfg.balance, p.dev.device)
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    augment = BatchAugment(tcfg.augment if p.mode == "full" else "none", generator=gen)
+    return Batches(size, steps_per_epoch, steps_per_epoch * tcfg.epochs, balance, gen, augment, n_train)
+
+
+def fit_start_info(p: Prepared, config: RunConfig, b: Batches, lr: float, prepare_seconds: float) -> dict:
+    """The ``on_fit_start`` payload: what is about to be trained, on what, and how."""
+    return {"model": config.model.name, "weights": p.weights_source.description, "device": p.dev.to_dict(),
+            "mode": p.mode, "boundary": p.split.boundary if p.split else None,
+            "feature_cache_hit": p.feature_cache_hit if p.mode == "features" else None,
+            "epochs": config.train.epochs, "steps_per_epoch": b.steps_per_epoch, "batch_size": b.size, "lr": lr,
+            "train_images": b.n_train, "val_images": len(p.val_y), "classes": p.classes,
+            "trainable_params": p.plan.trainable_params, "total_params": p.plan.total_params,
+            "frozen_groups": p.plan.frozen, "balance": b.balance.mode, "imbalance_ratio": b.balance.imbalance_ratio,
+            "allocator_tuned": covers_this_thread(), "prepare_seconds": prepare_seconds}
+
+
+def run_summary(p: Prepared, config: RunConfig, info: dict) -> dict:
+    """The run folder's summary.json as training starts (the end adds the results)."""
+    counts = {c: 0 for c in p.classes}
+    for r in p.data.train:
+        counts[r.label] += 1
+    val_counts = {c: 0 for c in p.classes}
+    for r in p.data.val:
+        val_counts[r.label] += 1
+    report = p.data.report
+    return {"classes": p.classes, "counts": counts, "val_counts": val_counts,
+            "freeze": p.plan.to_dict(), "train": asdict(config.train), "model": config.model.name,
+            "weights": p.weights_source.description, "device": p.dev.to_dict(), "mode": p.mode,
+            "problems": [problem.to_dict() for problem in report.problems],
+            "imbalance_ratio": getattr(report, "imbalance_ratio", info.get("imbalance_ratio")),
+            "val_records": [{"path": r.path, "label": r.label} for r in p.data.val],
+            "preprocessing": p.prep.to_dict(), "info": info}

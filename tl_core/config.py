@@ -113,10 +113,6 @@ class FreezeConfig:
     def kind(self) -> str:
         return parse_preset(self.preset)[0]
 
-    @property
-    def last_n(self) -> int:
-        return parse_preset(self.preset)[1]
-
 
 @dataclass
 class TrainConfig:

@@ -18,6 +18,26 @@ import streamlit as st  # noqa: E402
 from pages._shared import PAGES, STEPS, app_frame, guard, running_from_app, save, sidebar_choices, ui  # noqa: E402
 
 
+def sample_time_sentence() -> str:
+    """How long the sample takes here, from this computer's own measurement when it has one (Home
+    never measures: it must show its words at once)."""
+    from tl_core.app.formatting import format_seconds
+    from tl_core.config import DataConfig, RunConfig
+    from tl_core.data.sample import sample_dir
+    from tl_core.training.estimate import estimate
+
+    try:
+        est = estimate(RunConfig(data=DataConfig(root=str(sample_dir()))), measure_now=False)
+    except Exception:  # noqa: BLE001 - a sentence on Home is never worth an error
+        est = None
+    if est is None:
+        return ("The Model and Layers pages measure how long your pictures will take on this computer before "
+                "you start.")
+    return (f"With the recommended model and *train only the new classifier*, the sample takes about "
+            f"**{format_seconds(est.total_seconds(10))}** here (measured on this computer); the Model and Layers "
+            "pages give the time for your own pictures.")
+
+
 def home() -> None:
     from tl_core.runtime.device import describe_hardware
     from tl_core.data.sample import sample_dir
@@ -63,9 +83,8 @@ def home() -> None:
         elif hw["kind"] == "mps":
             st.success(f"Apple graphics found: **{hw['name']}**. Training will use it.", icon=":material/bolt:")
         else:
-            st.info(f"No graphics card found: training runs on the **{hw['name']}**. With the recommended "
-                    "model and *train only the new classifier* that still takes only a minute or two "
-                    "for a few hundred pictures.", icon=":material/computer:")
+            st.info(f"No graphics card found: training runs on the **{hw['name']}**. "
+                    + sample_time_sentence(), icon=":material/computer:")
 
     st.subheader("Start")
     a, b = st.columns([1, 2])

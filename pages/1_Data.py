@@ -8,7 +8,7 @@ import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.errors import DataError
-from tl_core.app.previews import checked_dataset, examples_per_class, split_counts
+from tl_core.app.previews import checked_dataset, examples_per_class, split_preview
 from tl_core.app.workspace import new_upload_dir, upload_limit_mb, uploaded_signature
 
 require_app(__file__)
@@ -127,25 +127,28 @@ if report is None:
 
 classes = list(report.scan.classes)
 counts = dict(report.counts)
-user_split = getattr(report.scan, "layout", "classes") == "train_val"
-if "data_val_pct" in st.session_state and not user_split:  # the slider below, as just moved
+facts = None
+with guard():
+    facts = split_preview(root, state.val_fraction, report=report)  # the split training will use, exactly
+if facts is None:
+    st.stop()
+if "data_val_pct" in st.session_state and facts.kind == "random":  # the slider below, as just moved
     pct_now = st.session_state["data_val_pct"] / 100
     if abs(pct_now - state.val_fraction) > 1e-9:
         state.val_fraction = pct_now
         save()
-split = split_counts(counts, state.val_fraction)
+        facts = split_preview(root, state.val_fraction, report=report)
 c1, c2, c3 = st.columns(3)
 c1.metric("Pictures", f"{sum(counts.values()):,}")
 c2.metric("Categories", len(classes))
 serious = [p for p in report.problems if p.severity in ("error", "warning")]
 c3.metric("Problems found", len(serious))
+st.caption(f"Split used for training: {facts.describe()}.")
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    if user_split:
-        fig = figure("class_counts_chart", counts)
-    else:
-        fig = figure("class_counts_chart", {c: split[c][0] for c in classes}, {c: split[c][1] for c in classes})
+    fig = figure("class_counts_chart", {c: facts.per_class.get(c, (0, 0))[0] for c in classes},
+                 {c: facts.per_class.get(c, (0, 0))[1] for c in classes})
     if fig is not None:
         st.plotly_chart(fig, key="data_counts_chart")
 with right:
@@ -183,18 +186,30 @@ else:
         {"error": st.error, "warning": st.warning}.get(p.severity, st.info)(text, icon=SEVERITY_ICON.get(p.severity))
 
 st.subheader("Keep some aside to check the model")
-if user_split:
-    st.info("Your folder already has separate training and validation folders; that split is used as it is.",
+st.caption("The model never trains on these pictures; they show how well it does on pictures it has not seen.")
+if facts.kind == "folder":
+    st.info("Your folder has its own **train/** and **val/** folders, so that split is used as it is: the "
+            "pictures in val/ are the ones kept aside to check the model (no percentage is applied).",
             icon=":material/content_cut:")
 else:
-    st.caption("The model never trains on these pictures; they show how well it does on pictures it has not seen.")
     pct = st.slider("Validation share (%)", min_value=5, max_value=50, step=5,
-                    value=int(round(state.val_fraction * 100)), key="data_val_pct")
+                    value=int(round(state.val_fraction * 100)), key="data_val_pct",
+                    help="Kept aside at random, per category; copies of a picture stay on the same side.")
     if abs(pct / 100 - state.val_fraction) > 1e-9:
         state.val_fraction = pct / 100
         save()
-    st.dataframe([{"Category": c, "For training": split[c][0], "For checking": split[c][1]} for c in classes],
-                 hide_index=True)
+        facts = split_preview(root, state.val_fraction, report=report)
+st.markdown(f"**Split used for training:** {facts.describe(detailed=True)}.")
+for note in facts.notes:
+    st.warning(note, icon=":material/content_cut:")
+rows = [{"Category": c, "For training": facts.per_class.get(c, (0, 0))[0],
+         "For checking": facts.per_class.get(c, (0, 0))[1]} for c in classes]
+rows.append({"Category": "Total", "For training": facts.n_train, "For checking": facts.n_val})
+if facts.n_test:
+    for row in rows[:-1]:
+        row["In test/"] = facts.test_per_class.get(row["Category"], 0)
+    rows[-1]["In test/"] = facts.n_test
+st.dataframe(rows, hide_index=True)
 
 if len(classes) >= 2 and sum(counts.values()) > 0:
     next_step("model", "Next: choose a model")

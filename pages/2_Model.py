@@ -17,8 +17,8 @@ state = ui()
 
 with guard():
     from tl_core.app import jobs
-    from tl_core.app.timing import background_errors, measure_forward_in_background
-    from tl_core.training.estimate import estimate_if_known
+    from tl_core.app.timing import background_errors, estimates_for
+    from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig
     import tl_core
     from tl_core.models import RECOMMENDED_MODEL, network_disabled, weights_status
 
@@ -35,21 +35,31 @@ with guard():
     offline = network_disabled()
 
     busy = jobs.active_job() is not None
-    names = [m.name for m in models]
-    waiting = [] if busy or not n_images else measure_forward_in_background(
-        names, busy=lambda: jobs.active_job() is not None)  # pauses if a training starts meanwhile
-    estimates = {m.name: estimate_if_known(m.name, n_images, state.val_fraction, preset) if n_images else None
-                 for m in models}
+    freeze = FreezeConfig(preset=preset)   # custom per-group ticks belong to one model: the preset for all
+    train_cfg = state.train_config()
+
+    def config_for(name: str) -> RunConfig:
+        return RunConfig(data=DataConfig(root=state.data_root, val_fraction=state.val_fraction),
+                         model=ModelConfig(name=name, weights="none" if freeze.kind == "scratch" else "auto"),
+                         freeze=freeze, train=train_cfg)
+
+    def model_estimates() -> tuple[dict, list]:
+        if not n_images:
+            return {m.name: None for m in models}, []
+        return estimates_for({m.name: config_for(m.name) for m in models},
+                             busy=lambda: jobs.active_job() is not None)  # pauses if a training starts
+
+    estimates, waiting = model_estimates()
     if not n_images:
         st.info("Choose your pictures on the Data page to see how long each model would take here.", icon=":material/timer:")
     elif busy and any(v is None for v in estimates.values()):
         st.caption(":material/timer: Timing the models is paused while a model trains (it would slow the training down).")
     else:
         st.caption(f":material/timer: Times are measured on this computer for your {n_images} pictures with the "
-                   f"'{preset}' layer setting"
-                   f"{' (a forward pass per picture, once)' if preset == 'head' else ' (everything training: an upper bound)'}"
-                   f". The first epoch also reads the pictures once."
-                   + (f" Timing {len(waiting)} more model(s)…" if waiting else ""))
+                   f"'{preset}' layer setting, including reading your pictures once"
+                   + (" and corrected by your earlier runs here" if any(e and e.runs_used for e in estimates.values())
+                      else "")
+                   + "." + (f" Timing {len(waiting)} more model(s)…" if waiting else ""))
 
     def weights_words(name: str) -> tuple[str, str]:
         status = weights_status(name)
@@ -75,8 +85,7 @@ with guard():
                    "training would fail. Choose a model marked *ready offline*.", icon=":material/cloud_off:")
 
     def cards() -> None:
-        est_now = {m.name: estimate_if_known(m.name, n_images, state.val_fraction, preset) if n_images else None
-                   for m in models}
+        est_now, _ = model_estimates()
         per_row = 3
         for start in range(0, len(models), per_row):
             cols = st.columns(per_row)
@@ -119,7 +128,7 @@ with guard():
             st.dataframe(rows, hide_index=True)
 
         failed = background_errors()
-        if waiting and all(est_now.get(n) is not None or n in failed for n in waiting):
+        if waiting and all(est_now.get(job[0]) is not None or job[0] in failed for job in waiting):
             st.rerun(scope="app")  # all timed: stop polling
 
     if waiting:

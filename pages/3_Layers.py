@@ -161,24 +161,48 @@ with guard():
     m2.metric("Frozen parameters", format_params(plan.total_params - plan.trainable_params))
     epochs = state.train_config().epochs
     from tl_core.app import jobs
-    from tl_core.training.estimate import estimate_run
+    from tl_core.app.timing import estimates_for, is_measured
+    from tl_core.config import DataConfig, ModelConfig, RunConfig
 
-    est = None
-    if n_images and jobs.active_job() is None:
-        with st.spinner("Timing this setting on this computer…"):
-            est = estimate_run(model_cfg.name, n_images, state.val_fraction, fcfg, num_classes, exact=True)
-    elif n_images:  # timing now would slow the training down and measure the wrong thing
-        m3.metric("Expected time", "–", help="Timing is paused while a model trains.")
-        st.caption("Timing this setting is paused while a model trains.")
-    if est is not None:
-        m3.metric("Expected time", format_seconds(est.total_seconds(epochs)),
+    def this_config() -> RunConfig:
+        return RunConfig(data=DataConfig(root=state.data_root, val_fraction=state.val_fraction),
+                         model=ModelConfig(name=model_cfg.name, weights="none" if fcfg.kind == "scratch" else "auto"),
+                         freeze=fcfg, train=state.train_config())
+
+    waiting_before = bool(n_images) and not is_measured(this_config())
+
+    def expected_time() -> None:
+        """The time of this setting on this computer: measured in the background (never locking
+        the page), shown as soon as it is known, then kept for this computer."""
+        if not n_images:
+            st.metric("Expected time", "–", help="Choose your pictures on the Data page first.")
+            return
+        busy = jobs.active_job() is not None
+        ests, waiting = estimates_for({"this": this_config()}, busy=lambda: jobs.active_job() is not None,
+                                      wait_seconds=0 if busy else 1.5)
+        est = ests["this"]
+        if est is not None and waiting_before:
+            st.rerun(scope="app")   # measured: draw the page once more without polling
+        if est is None:
+            st.metric("Expected time", "timing…" if not busy else "–",
+                      help="Timing is paused while a model trains." if busy else
+                      "Measuring this setting on this computer (a few seconds, once).")
+            if busy:
+                st.caption("Timing this setting is paused while a model trains.")
+            return
+        st.metric("Expected time", format_seconds(est.total_seconds(epochs)),
                   f"{format_seconds(est.epoch_seconds)} per epoch", delta_color="off", delta_arrow="off",
-                  help=f"For {n_images} pictures and {epochs} epochs on this computer, including "
-                       f"{format_seconds(est.prepare_seconds)} of preparation once.")
+                  help=f"For {est.n_train} pictures to learn from and {est.n_val} to check with, {epochs} epochs, "
+                       f"on this computer: {format_seconds(est.prepare_seconds)} of preparation once, then each "
+                       "epoch" + (f"; corrected by {est.runs_used} earlier run(s) here." if est.runs_used else "."))
         if est.mode == "features":
             st.caption("Fast path: the frozen layers run once per picture, then every epoch only trains what is "
                        "left.")
-    elif not n_images:
-        m3.metric("Expected time", "–", help="Choose your pictures on the Data page first.")
+
+    with m3:
+        if n_images and jobs.active_job() is None and not is_measured(this_config()):
+            st.fragment(run_every=2.0)(expected_time)()   # until measured: then one full rerun
+        else:
+            expected_time()
 
     next_step("train", "Next: train")

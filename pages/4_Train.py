@@ -7,6 +7,7 @@ folder, which this page polls once a second.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import streamlit as st
 
@@ -14,8 +15,8 @@ from pages._shared import require_app, current_run_dir, figure, guard, header, n
 from tl_core.app import jobs
 from tl_core.config import AUGMENTS, BALANCE_MODES, DEFAULT_LR, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
-from tl_core.runs import list_runs
-from tl_core.app.formatting import format_seconds, run_label
+from tl_core.runs import NOTE_MAX_CHARS, TITLE_MAX_CHARS, RunFolder, list_runs, list_trash, restore_run, trash_run
+from tl_core.app.formatting import format_seconds, format_when, markdown_safe, run_label, run_row
 from tl_core.app.live import live_view
 from tl_core.app.workspace import runs_dir
 from tl_core.runs.events import stage_label, warning_title
@@ -161,28 +162,163 @@ def live(run_dir: str) -> None:
         st.rerun(scope="app")
 
 
+RUNS_TABLE = "train_runs_table"
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and Path(a).resolve() == Path(b).resolve()
+
+
+def _selection(value) -> dict | None:
+    """The table's selection as {"rows": [...], "cells": [[row, column], ...]} (None before the first draw)."""
+    if value is None:
+        return None
+    try:
+        sel = value["selection"]
+        return {"rows": sorted(int(r) for r in sel.get("rows", []) or []),
+                "cells": sorted([int(c[0]), str(c[1])] for c in sel.get("cells", []) or [])}
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _clicked_rows(new: dict, seen: dict) -> list[int]:
+    """Rows the user clicked since the last draw: a cell anywhere in a row, or the row's checkbox."""
+    cells = [c[0] for c in new["cells"] if c not in seen["cells"]]
+    return cells + [r for r in new["rows"] if r not in seen["rows"]]
+
+
 def all_runs(current: str | None) -> None:
-    """The table of every run on disk; redrawn every 2 s while a run trains (its state and epochs move)."""
+    """The table of every run on disk; redrawn every 2 s while a run trains (its state and epochs move).
+
+    A click on a row (its checkbox or any cell in it) opens that run; the open run's row is shown
+    selected. Row numbers are read against the table as it was drawn, so a new run appearing between
+    two draws does not shift a click onto the wrong run."""
     runs = list_runs(runs_dir())
-    if runs:
-        st.subheader("All runs")
-        st.caption("Every run is kept on disk, with its curves and best weights.")
-        rows = [{"When": run_label(r).split(" · ")[0], "Model": r.get("model"), "Layers": r.get("preset"),
-                 "State": r.get("state"),
-                 "Best accuracy": (f"{r['best_val_accuracy']:.1%}"
-                                   if isinstance(r.get("best_val_accuracy"), (int, float))
-                                   and r["best_val_accuracy"] >= 0 else ""),
-                 "Epochs": r.get("epochs_done"), "Run folder": r["run_id"]} for r in runs]
-        event = st.dataframe(rows, hide_index=True, on_select="rerun", selection_mode="single-row",
-                             key=f"train_runs_{len(runs)}")
-        picked_rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
-        if picked_rows:
-            picked = runs[picked_rows[0]]["path"]
-            if picked != st.session_state.get("train_runs_last") and picked != current:
-                st.session_state["train_runs_last"] = picked
-                view_run(picked)
+    if not runs:
+        return
+    paths = [r["path"] for r in runs]
+    drawn = st.session_state.get("train_runs_drawn") or paths
+    seen = st.session_state.get("train_runs_seen")
+    now = _selection(st.session_state.get(RUNS_TABLE))
+    switched = False
+    if now is not None and seen is not None and now != seen:
+        for row in _clicked_rows(now, seen):
+            if 0 <= row < len(drawn) and not _same(drawn[row], current) and (Path(drawn[row]) / "config.json").is_file():
+                view_run(drawn[row])
+                current, switched = drawn[row], True
+                break
+    shown = next((i for i, p in enumerate(paths) if _same(p, current)), None)
+    wanted = {"rows": [] if shown is None else [shown], "cells": []}
+    if now != wanted:  # show the open run's row selected (and forget a clicked cell)
+        st.session_state[RUNS_TABLE] = {"selection": {**wanted, "columns": []}}
+    st.session_state["train_runs_seen"] = wanted
+    st.session_state["train_runs_drawn"] = paths
+    if switched:
+        st.rerun()
+
+    st.subheader("All runs")
+    st.caption("Every run is kept on disk, with its curves and best weights. Click a row to open that run; "
+               "the Results and Try pages follow your choice.")
+    st.dataframe([run_row(r) for r in runs], hide_index=True, on_select="rerun", key=RUNS_TABLE,
+                 # a click on a cell is a click on its row: the checkbox alone is too small a target
+                 selection_mode=["single-row", "single-cell"],
+                 column_config={"Title": st.column_config.TextColumn(width="medium")})
+
+
+def run_heading(run_dir: str, view, runs: list[dict]) -> None:
+    """"This run" while it trains, "Latest run" when it is the newest, otherwise "Run: <label>"."""
+    desc = next((r for r in runs if _same(r["path"], run_dir)), None)
+    if desc is None:
+        try:
+            desc = RunFolder.open(run_dir).describe()
+        except TransferLabError:
+            desc = {"run_id": Path(run_dir).name}
+    label = markdown_safe(run_label(desc))
+    if (view is not None and view.active) or (runs and _same(runs[0]["path"], run_dir)):
+        st.subheader("This run" if view is not None and view.active else "Latest run")
+        st.caption(f"{label} · Run folder: `{run_dir}`")
+    else:
+        st.subheader(f"Run: {label}")
+        st.caption(f"Run folder: `{run_dir}`")
+    if desc.get("note"):
+        st.caption("  \n".join(markdown_safe(line) for line in desc["note"].splitlines()))
+
+
+def manage_runs(run_dir: str | None, runs: list[dict]) -> None:
+    """Rename, note and trash the open run (with an undo), and the trash with Restore."""
+    undo = st.session_state.get("train_undo")
+    if undo and not Path(undo["trash_path"]).is_dir():  # restored or emptied meanwhile
+        st.session_state.pop("train_undo", None)
+        undo = None
+    if undo:
+        c1, c2 = st.columns([5, 1], vertical_alignment="center")
+        c1.info(f"Moved **{markdown_safe(undo['label'])}** to the trash.", icon=":material/delete:")
+        if c2.button("Undo", key="train_undo_button", icon=":material/undo:"):
+            with guard():
+                restored = restore_run(undo["trash_path"])
+                st.session_state.pop("train_undo", None)
+                view_run(str(restored))
                 st.rerun()
-        st.caption("Click a row to look at that run; the Results and Try pages follow your choice.")
+
+    desc = next((r for r in runs if _same(r["path"], run_dir)), None) if run_dir else None
+    if desc is not None:
+        with st.expander("Manage this run", icon=":material/edit:"):
+            rid = desc["run_id"]  # keys per run: another run's fields start from what is saved for it
+            untitled = run_label({**desc, "title": None})
+            title = st.text_input("Title", value=desc.get("title") or "", key=f"train_title_{rid}",
+                                  max_chars=TITLE_MAX_CHARS, placeholder=untitled,
+                                  help="A name of your own for this run, shown in the lists. Leave it empty to go "
+                                       "back to the automatic name.")
+            note = st.text_area("Note", value=desc.get("note") or "", key=f"train_note_{rid}", max_chars=NOTE_MAX_CHARS,
+                                height=90, placeholder="What did you try, and what did you learn?")
+            if st.button("Save title and note", key="train_save_user", icon=":material/save:"):
+                with guard():
+                    run = RunFolder.open(run_dir)
+                    run.rename(title)
+                    run.set_note(note)
+                    st.toast("Saved.", icon=":material/check:")
+                    st.rerun()
+
+            if st.session_state.get("train_confirm_trash") == run_dir:
+                st.warning("Move this run to the trash? It leaves the list; you can bring it back with Undo or "
+                           "from the Trash below.", icon=":material/delete:")
+                c1, c2, _ = st.columns([1, 1, 2])
+                yes = c1.button("Yes, move it to the trash", key="train_trash_yes", type="primary")
+                no = c2.button("Cancel", key="train_trash_no")
+                if no:
+                    st.session_state.pop("train_confirm_trash", None)
+                    st.rerun()
+                if yes:
+                    with guard():
+                        trash_path = trash_run(run_dir)
+                        st.session_state.pop("train_confirm_trash", None)
+                        st.session_state["train_undo"] = {"trash_path": str(trash_path), "label": run_label(desc)}
+                        view_run(None)
+                        st.rerun()
+            else:
+                if st.button("Move to trash", key="train_trash", icon=":material/delete:",
+                             disabled=bool(desc.get("active"))):
+                    st.session_state["train_confirm_trash"] = run_dir
+                    st.rerun()
+                if desc.get("active"):
+                    st.caption("A run cannot go to the trash while it trains; stop it first.")
+
+    trashed = list_trash(runs_dir())
+    if trashed:
+        with st.expander(f"Trash ({len(trashed)})", icon=":material/delete:"):
+            st.caption("Runs you moved to the trash. They stay on disk (in the runs folder's `.trash`) until "
+                       "you delete them there; Restore puts one back in the list.")
+            for t in trashed:
+                c1, c2 = st.columns([5, 1], vertical_alignment="center")
+                c1.markdown(f"{markdown_safe(run_label(t))} · trashed {format_when(t.get('trashed_at'))}")
+                if c2.button("Restore", key=f"train_restore_{Path(t['trash_path']).name}",
+                             icon=":material/restore_from_trash:"):
+                    with guard():
+                        restored = restore_run(t["trash_path"])
+                        if (undo or {}).get("trash_path") == t["trash_path"]:
+                            st.session_state.pop("train_undo", None)
+                        view_run(str(restored))
+                        st.rerun()
 
 
 with guard():
@@ -194,9 +330,11 @@ with guard():
     if root is not None or (view and view.active):
         st.subheader("Settings")
         model_cfg, freeze_cfg = state.model_config(), state.freeze_config()
+        from tl_core.app.previews import split_words  # the split actually used: the folder's own val/ or N%
+
         st.caption(f"Model **{model_cfg.name}** · layers: **{freeze_cfg.preset}**"
                    f"{' (custom)' if freeze_cfg.frozen_groups is not None else ''} · "
-                   f"{int(state.val_fraction * 100)}% of the pictures kept aside to check")
+                   f"{split_words(root or state.data_root, state.val_fraction)}")
         train_cfg = settings()
 
         c1, c2, _ = st.columns([1, 1, 3])
@@ -221,9 +359,9 @@ with guard():
                 st.warning("This run is not training in this app (it may belong to another program), so it "
                            "cannot be stopped from here.", icon=":material/warning:")
 
+    runs_now = list_runs(runs_dir())
     if run_dir:
-        st.subheader("This run" if view and view.active else "Latest run")
-        st.caption(f"Run folder: `{run_dir}`")
+        run_heading(run_dir, view, runs_now)
         if view is not None and view.active:
             live(run_dir)
         elif view is not None:
@@ -233,3 +371,4 @@ with guard():
         st.fragment(run_every=2)(all_runs)(run_dir)
     else:
         all_runs(run_dir)
+    manage_runs(run_dir, runs_now)

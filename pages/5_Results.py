@@ -7,13 +7,14 @@ import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, loaded_model, next_step, run_picker, thumb_grid
 import tl_core
+from tl_core.app.previews import run_split
 from tl_core.results import evaluate, explain
 from tl_core.runs import RunFolder
 
 require_app(__file__)
 
 header("Results", "How well does the model do on the pictures it **never trained on** (the ones kept aside "
-       "on the Data page)? Where it goes wrong tells you what to fix: more pictures of a category, "
+       "to check it, see the Data page)? Where it goes wrong tells you what to fix: more pictures of a category, "
        "mislabelled pictures, or categories that really look alike.")
 
 
@@ -72,7 +73,11 @@ with guard():
     c2.metric("Balanced accuracy", f"{report.balanced_accuracy:.1%}",
               help="The average over categories of how many it found: fair even when categories differ in size.")
     c3.metric("F1 (average)", f"{report.macro_f1:.2f}", help="Combines precision and recall; 1.0 is perfect.")
-    c4.metric("Pictures checked", report.n)
+    split = run_split(run_dir)
+    c4.metric("Pictures checked", report.n, help="Pictures the model never trained on (where from: just below).")
+    if split is not None:
+        st.caption(f"Checked on {report.n:,} pictures ({split.source(detailed=True)}); the model learned from "
+                   f"{split.n_train:,} others.")
     if report.skipped:
         st.warning(f"{len(report.skipped)} pictures could not be read and were left out.", icon=":material/image:")
 

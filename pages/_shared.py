@@ -195,7 +195,7 @@ def run_picker(key: str, label: str = "Run", only_with_weights: bool = False) ->
         return None
     current = current_run_dir()
     paths = [r["path"] for r in runs]
-    labels = {r["path"]: run_label(r) for r in runs}
+    labels = {r["path"]: run_label(r, details=True) for r in runs}
     if current not in paths:
         current = paths[0]
     if st.session_state.get(key) != current:

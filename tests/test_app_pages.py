@@ -243,7 +243,8 @@ def test_model_page_lists_catalogue_recommends_and_chooses(env, monkeypatch):
     from tl_core.models import RECOMMENDED_MODEL, catalogue
 
     # no background timing of twelve models inside the test process; one fake measurement instead
-    monkeypatch.setattr(timing, "measure_forward_in_background", lambda names, *a, **k: [])
+    monkeypatch.setattr(timing, "measure_in_background", lambda jobs, *a, **k: [])
+    monkeypatch.setattr(estimate, "run_history", lambda: [])   # no correction from earlier test runs
     fake = estimate.Measurement(model_name=RECOMMENDED_MODEL, image_size=224, device="cpu", mode="features",
                                 prefix_seconds=0.05, train_seconds=0.0001, eval_seconds=0.0001,
                                 trainable_params=1, total_params=2, batch=4)
@@ -267,19 +268,23 @@ def test_model_page_lists_catalogue_recommends_and_chooses(env, monkeypatch):
 # -- Layers ----------------------------------------------------------------------------------------
 
 @pytest.fixture
-def fast_estimates(monkeypatch):
+def fast_estimates(monkeypatch, tmp_path):
     """Layers times each plan for real; in the tests a fake measurement keeps it instant."""
     import tl_core.training.estimate as estimate
 
-    def fake_measure(model_name, frozen_groups=None, preset="head", num_classes=2, *a, **k):
-        kind = FreezeConfig(preset=preset, frozen_groups=frozen_groups).kind
-        head = kind == "head" and frozen_groups is None
+    def fake_measure(model_name, freeze, num_classes, image_size, dev, batch, feature_cache):
+        head = freeze.kind == "head" and freeze.frozen_groups is None
         return estimate.Measurement(model_name=model_name, image_size=224, device="cpu",
                                     mode="features" if head else "full", prefix_seconds=0.05 if head else 0.0,
                                     train_seconds=0.0001 if head else 0.15, eval_seconds=0.05,
                                     trainable_params=0, total_params=0, batch=4)
 
-    monkeypatch.setattr(estimate, "measure", fake_measure)
+    # the page measures in a background thread and keeps measurements on disk: a fresh cache each test
+    monkeypatch.setenv("TL_CACHE_DIR", str(tmp_path / "tl-cache"))
+    monkeypatch.setattr(estimate, "_measure_uncached", fake_measure)
+    estimate.clear_cache()
+    yield
+    estimate.clear_cache()
 
 
 def _count(text: str) -> float:
@@ -556,3 +561,226 @@ def test_model_without_offline_weights_is_flagged_when_offline(env, monkeypatch)
     at = app("pages/2_Model.py")
     assert any("not on this computer" in w.value for w in at.warning)
     assert at.button(key="model_pick_mobilenetv3_small_100").disabled or weights_status("mobilenetv3_small_100") == "ready"
+
+
+# -- the split actually used -------------------------------------------------------------------------
+
+def _train_val_folder(root: Path, n_train: int = 6, n_val: int = 4, val_classes=("bag", "sandal", "trouser")) -> Path:
+    """train/<class>/ and val/<class>/ with real sample pictures (6 + 4 per category by default)."""
+    for c in ("bag", "sandal", "trouser"):
+        files = sorted((sample_dir() / c).iterdir())
+        for split, chosen in (("train", files[:n_train]),
+                              ("val", files[n_train:n_train + n_val] if c in val_classes else [])):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                (root / split / c / f.name).write_bytes(f.read_bytes())
+    return root
+
+
+def test_data_and_train_pages_state_a_folders_own_split(env):
+    root = _train_val_folder(env / "clothes")
+    remember(env / "workspace", data_root=str(root), data_source="path", val_fraction=0.3)
+    at = app("pages/1_Data.py")
+    words = "18 pictures to learn from, 12 to check with (the folder's own val/ folder)"
+    body = texts(at)
+    assert f"Split used for training: {words}." in body
+    assert "own **train/** and **val/** folders" in body and "no percentage is applied" in body
+    assert not [s for s in at.slider if s.key == "data_val_pct"], "the percentage does not apply here"
+    table = at.dataframe[-1].value
+    rows = {r["Category"]: (r["For training"], r["For checking"]) for r in table.to_dict("records")}
+    assert rows == {"bag": (6, 4), "sandal": (6, 4), "trouser": (6, 4), "Total": (18, 12)}
+    assert "30%" not in body
+
+    at.switch_page("pages/4_Train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(words in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_data_page_states_a_random_split_and_follows_the_slider(env):
+    remember(env / "workspace")
+    at = app("pages/1_Data.py")
+    assert ("Split used for training: 160 pictures to learn from, 40 to check with (20% kept aside at random)."
+            in texts(at))
+    at.slider(key="data_val_pct").set_value(30).run()
+    assert not at.exception
+    body = texts(at)
+    assert "140 pictures to learn from, 60 to check with (30% kept aside at random, per category, copies kept " \
+           "together)" in body
+    table = at.dataframe[-1].value
+    assert table.to_dict("records")[-1] == {"Category": "Total", "For training": 140, "For checking": 60}
+    at.switch_page("pages/4_Train.py").run()
+    assert any("140 pictures to learn from, 60 to check with (30% kept aside at random)" in c.value
+               for c in at.caption), [c.value for c in at.caption]
+
+
+def test_data_page_explains_a_val_folder_missing_a_category_or_empty(env):
+    root = _train_val_folder(env / "partial", val_classes=("bag", "sandal"))
+    remember(env / "workspace", data_root=str(root), data_source="path")
+    at = app("pages/1_Data.py")
+    assert any("'trouser' has no pictures in val/" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert "18 pictures to learn from, 8 to check with (the folder's own val/ folder)" in texts(at)
+
+    empty = _train_val_folder(env / "empty-val", n_val=0)
+    remember(env / "workspace", data_root=str(empty), data_source="path", val_fraction=0.2)
+    at = app("pages/1_Data.py")
+    assert any("no pictures in a val/ folder" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert "15 pictures to learn from, 3 to check with (20% of train/ kept aside at random" in texts(at)
+    assert [s for s in at.slider if s.key == "data_val_pct"], "the share applies to train/ here"
+
+
+def test_results_page_says_where_the_checked_pictures_came_from(env, trained_run, monkeypatch):
+    _use_trained(env, trained_run, monkeypatch)
+    at = app("pages/5_Results.py")
+    n = metric(at, "Pictures checked")
+    assert any(f"Checked on {n} pictures (20% kept aside at random, per category, copies kept together); the model "
+               "learned from 160 others." in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+# -- runs a beginner can compare and manage ------------------------------------------------------------
+
+RUNS_TABLE_COLUMNS = ["When", "Title", "Data", "Model", "Layers", "Best accuracy", "Took", "Epochs", "State",
+                      "Run folder"]
+
+
+def _made_run(runs: Path, run_id: str, root: str, model: str, preset: str, created: float, acc: float,
+              seconds: float) -> RunFolder:
+    """A finished run folder as training leaves it (status and summary), without training."""
+    run = RunFolder.create(RunConfig(data=DataConfig(root=root), model=ModelConfig(name=model),
+                                     freeze=FreezeConfig(preset=preset), train=TrainConfig(epochs=2)),
+                           runs, run_id=run_id)
+    run.write_status("running", "Training started.", epoch=0, epochs=2)
+    run.write_status("finished", "Training finished.", epoch=2, best_val_accuracy=acc)
+    status = json.loads((run.path / "status.json").read_text())
+    status.update(created_at=created, started_at=created + 5, finished_at=created + 5 + seconds)
+    (run.path / "status.json").write_text(json.dumps(status))
+    run.save_summary({"best_val_accuracy": acc, "train_seconds": seconds})
+    return run
+
+
+def _two_runs(env_dir: Path) -> tuple[RunFolder, RunFolder]:
+    """An older run on cats (MobileNetV3-Small, classifier only, 2 min) and a newer one on dogs
+    (ResNet-18, last 2 groups, 30 s); the sample is the chosen data."""
+    cats = _made_run(env_dir / "runs", "cats-run", "/photos/cats", "mobilenetv3_small_100", "head",
+                     1_700_000_000, 0.9, 125)
+    dogs = _made_run(env_dir / "runs", "dogs-run", "/photos/dogs", "resnet18", "last:2", 1_700_100_000, 0.8, 30)
+    remember(env_dir / "workspace")
+    return cats, dogs
+
+
+def _act(at: AppTest, widget) -> AppTest:
+    """Click and run, then run once more: a page's st.rerun() is replayed by AppTest under another
+    script hash, so the widgets are only clickable again after a plain run."""
+    widget.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _runs_table(at: AppTest):
+    return next(df.value for df in at.dataframe if list(df.value.columns) == RUNS_TABLE_COLUMNS)
+
+
+def _click_table(at: AppTest, rows=(), cells=()) -> None:
+    """What the browser sends for a click on a row's checkbox (rows) or on a cell (cells)."""
+    at.session_state["train_runs_table"] = {"selection": {"rows": list(rows), "columns": [],
+                                                          "cells": [list(c) for c in cells]}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_runs_table_says_data_model_layers_and_time_taken(env):
+    _two_runs(env)
+    at = app("pages/4_Train.py")
+    table = _runs_table(at)
+    rows = {r["Run folder"]: r for r in table.to_dict("records")}
+    assert list(rows) == ["dogs-run", "cats-run"]  # newest first
+    dogs, cats = rows["dogs-run"], rows["cats-run"]
+    assert (dogs["Title"], dogs["Data"], dogs["Model"], dogs["Layers"], dogs["Best accuracy"], dogs["Took"],
+            dogs["Epochs"], dogs["State"]) == ("dogs", "dogs", "ResNet-18", "last 2 groups", "80.0%", "30 s",
+                                               "2 / 2", "finished")
+    assert (cats["Data"], cats["Model"], cats["Layers"], cats["Took"]) == \
+        ("cats", "MobileNetV3-Small", "new classifier only", "2 min")
+    assert dogs["When"] != cats["When"]
+    assert any("Click a row to open that run" in c.value for c in at.caption)
+
+
+def test_clicking_a_row_opens_that_run_and_the_heading_says_which(env):
+    cats, dogs = _two_runs(env)
+    at = app("pages/4_Train.py")
+    assert "Latest run" in [s.value for s in at.subheader]
+    assert ui_state(at).run_dir == str(dogs.path)
+    # a click on any cell of the cats row (not only on its checkbox)
+    _click_table(at, cells=[(1, "Model")])
+    assert ui_state(at).run_dir == str(cats.path)
+    assert "Latest run" not in [s.value for s in at.subheader]
+    assert any(s.value.startswith("Run: cats · MobileNetV3-Small · new classifier only · ") for s in at.subheader), \
+        [s.value for s in at.subheader]
+    assert f"`{cats.path}`" in texts(at)
+    # a new session (a refresh) shows the chosen run too
+    again = app("pages/4_Train.py")
+    assert any(s.value.startswith("Run: cats") for s in again.subheader)
+    # the checkbox of the dogs row: back to the newest run, headed "Latest run"
+    _click_table(at, rows=[0])
+    assert ui_state(at).run_dir == str(dogs.path)
+    assert "Latest run" in [s.value for s in at.subheader]
+
+
+def test_heading_says_this_run_while_it_trains_and_it_cannot_be_trashed(env):
+    _two_runs(env)
+    queued = RunFolder.create(RunConfig(data=DataConfig(root=str(sample_dir()))), env / "runs", run_id="waiting")
+    at = app("pages/4_Train.py")
+    assert ui_state(at).run_dir == str(queued.path)
+    assert "This run" in [s.value for s in at.subheader]
+    assert at.button(key="train_trash").disabled
+    assert any("stop it first" in c.value for c in at.caption)
+
+
+def test_rename_and_note_show_in_the_table_and_the_heading(env):
+    _cats, dogs = _two_runs(env)
+    at = app("pages/4_Train.py")
+    at.text_input(key="train_title_dogs-run").set_value("Dogs, more layers")
+    at.text_area(key="train_note_dogs-run").set_value("Two groups fine-tuned.\nTry three next.")
+    _act(at, at.button(key="train_save_user"))
+    assert RunFolder.open(dogs.path).user() == {"title": "Dogs, more layers",
+                                                "note": "Two groups fine-tuned.\nTry three next."}
+    table = _runs_table(at)
+    assert list(table["Title"]) == ["Dogs, more layers", "cats"]
+    assert any(c.value.startswith("Dogs, more layers · ") for c in at.caption), [c.value for c in at.caption]
+    assert any("Two groups fine-tuned." in c.value and "Try three next." in c.value for c in at.caption)
+    assert at.text_input(key="train_title_dogs-run").value == "Dogs, more layers"
+    # a bad title is refused with a plain message and nothing changes
+    at.text_input(key="train_title_dogs-run").set_value("bell\x07")
+    at.button(key="train_save_user").click().run()
+    assert any("control characters" in e.value for e in at.error), [e.value for e in at.error]
+    assert RunFolder.open(dogs.path).user()["title"] == "Dogs, more layers"
+
+
+def test_trash_removes_the_run_and_undo_brings_it_back(env):
+    _cats, dogs = _two_runs(env)
+    at = app("pages/4_Train.py")
+    _act(at, at.button(key="train_trash"))
+    assert any("Move this run to the trash?" in w.value for w in at.warning)
+    _act(at, at.button(key="train_trash_no"))  # Cancel: nothing happens
+    assert list(_runs_table(at)["Run folder"]) == ["dogs-run", "cats-run"]
+    _act(at, at.button(key="train_trash"))
+    _act(at, at.button(key="train_trash_yes"))
+    assert list(_runs_table(at)["Run folder"]) == ["cats-run"]
+    assert not dogs.path.exists() and (env / "runs" / ".trash").is_dir()
+    assert any("to the trash" in i.value for i in at.info)
+    assert "Trash (1)" in [e.label for e in at.expander]
+    assert ui_state(at).run_dir != str(dogs.path)
+    _act(at, at.button(key="train_undo_button"))
+    assert list(_runs_table(at)["Run folder"]) == ["dogs-run", "cats-run"]
+    assert RunFolder.open(dogs.path).state == "finished" and ui_state(at).run_dir == str(dogs.path)
+    assert not any("to the trash" in i.value for i in at.info)
+    assert not [e for e in at.expander if e.label.startswith("Trash")]
+    # from the Trash list, too
+    _act(at, at.button(key="train_trash"))
+    _act(at, at.button(key="train_trash_yes"))
+    restore = [b for b in at.button if (b.key or "").startswith("train_restore_")]
+    assert len(restore) == 1
+    _act(at, restore[0])
+    assert list(_runs_table(at)["Run folder"]) == ["dogs-run", "cats-run"]

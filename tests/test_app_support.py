@@ -78,7 +78,8 @@ def test_freeze_from_toggles_maps_back_to_presets():
     FreezeConfig(**d)  # valid
 
 
-def test_live_view_from_run_events(dirs):
+def test_live_view_from_run_events(dirs, monkeypatch):
+    monkeypatch.setattr(live, "_expected", lambda run: None)   # no measurement: the default shares
     run = RunFolder.create(RunConfig(data=DataConfig(root=str(sample_dir())), train=TrainConfig(epochs=4)),
                            dirs / "runs")
     run.write_status("running", "Preparing")
@@ -86,6 +87,9 @@ def test_live_view_from_run_events(dirs):
     view = live.live_view(run.path)
     assert view.active and view.prepare["done"] == 10
     assert "Computing features" in view.progress_text()
+    # one bar for the whole run: checking done, a quarter of the reading, no training yet
+    assert view.fraction == pytest.approx(0.15 + 0.35 * 0.25)
+    assert [s["part"] for s in view.segments] == ["check", "read", "train"]
     run.append_event({"event": "on_fit_start", "info": {"epochs": 4}, "time": time.time()})
     run.append_event({"event": "on_batch_end", "step": 5, "logs": {"progress": 0.3, "images_per_sec": 50.0},
                       "time": time.time()})
@@ -95,10 +99,11 @@ def test_live_view_from_run_events(dirs):
     run.append_event({"event": "on_warning", "kind": "overfitting", "message": "memorising", "time": time.time()})
     view = live.live_view(run.path)
     assert view.prepare is None and view.epoch == 1 and view.epochs == 4
-    assert view.fraction == pytest.approx(0.3)
+    assert view.fraction == pytest.approx(0.15 + 0.35 + 0.5 * 0.3)   # preparation done, 30% of the epochs
     assert 20 <= view.eta_seconds <= 30
     assert view.warnings[0]["kind"] == "overfitting"
-    assert "Epoch 2 of 4" in view.progress_text() and "50 images/s" in view.progress_text()
+    assert "1 of 4 epochs done" in view.progress_text() and "50 images/s" in view.progress_text()
+    assert view.epoch_text() == "1 of 4 epochs done"
     run.write_status("stopped", "Stopped by you.")
     view = live.live_view(run.path)
     assert not view.active and view.eta_seconds is None
@@ -160,3 +165,82 @@ def test_estimate_quick_path_and_background_timing():
     rough = estimate.estimate_if_known("mobilenetv3_small_100", 100, preset="none")
     assert rough.mode == "full" and rough.epoch_seconds > quick.epoch_seconds
     assert timing.measure_forward_in_background(["mobilenetv3_small_100"]) == []
+
+
+# -- runs in plain words ------------------------------------------------------------------------------
+
+def test_preset_short_words():
+    assert formatting.preset_short("head") == "new classifier only"
+    assert formatting.preset_short("last:1") == "last group"
+    assert formatting.preset_short("last:2") == "last 2 groups"
+    assert formatting.preset_short("none") == "everything"
+    assert formatting.preset_short("scratch") == "from scratch"
+    assert formatting.preset_short("last:2", custom=True) == "last 2 groups, custom"
+    assert formatting.preset_short("bogus") == "bogus" and formatting.preset_short(None) == "?"
+
+
+def test_run_label_tells_runs_apart_and_prefers_the_title():
+    when = time.mktime((2025, 3, 12, 14, 5, 0, 0, 0, -1))
+    desc = {"run_id": "r", "data": "/photos/cats", "data_name": "cats", "model": "tf_efficientnet_lite0",
+            "preset": "head", "created_at": when, "state": "finished", "best_val_accuracy": 0.925}
+    assert formatting.run_label(desc) == "cats · EfficientNet-Lite0 · new classifier only · 12 Mar 14:05"
+    other = {**desc, "data": "/photos/dogs", "data_name": "dogs", "model": "resnet18", "preset": "last:2"}
+    assert formatting.run_label(other) == "dogs · ResNet-18 · last 2 groups · 12 Mar 14:05"
+    assert formatting.run_label({**desc, "title": "First try"}) == "First try · 12 Mar 14:05"
+    assert formatting.run_label(desc, details=True).endswith("12 Mar 14:05 · finished, best 92%")
+    # an old description (no data_name) and an unknown model still give a label
+    assert formatting.run_label({"run_id": "r", "data": "/x/birds", "model": "my_net", "preset": "none"}) == \
+        "birds · my_net · everything · r"
+
+
+def test_run_row_and_format_seconds():
+    assert formatting.format_seconds(125) == "2 min" and formatting.format_seconds(None) == "?"
+    assert formatting.format_seconds(5400) == "1.5 h"
+    desc = {"run_id": "20250312-140500-resnet18-ab12", "data_name": "cats", "model": "resnet18",
+            "preset": "none", "created_at": time.mktime((2025, 3, 12, 14, 5, 0, 0, 0, -1)), "state": "finished",
+            "best_val_accuracy": 0.875, "seconds": 125.0, "epochs_done": 3, "epochs_planned": 10,
+            "split": "random", "val_fraction": 0.2, "title": None}
+    assert formatting.run_row(desc) == {
+        "When": "12 Mar 14:05", "Title": "cats", "Data": "cats · 20% held out", "Model": "ResNet-18",
+        "Layers": "everything", "Best accuracy": "87.5%", "Took": "2 min", "Epochs": "3 / 10", "State": "finished",
+        "Run folder": "20250312-140500-resnet18-ab12"}
+    row = formatting.run_row({**desc, "title": "Mine", "split": "folder", "seconds": None,
+                              "best_val_accuracy": None, "epochs_done": None, "epochs_planned": None})
+    assert (row["Title"], row["Data"], row["Took"], row["Best accuracy"], row["Epochs"]) == \
+        ("Mine", "cats · own val/ folder", "", "", "")
+
+
+def test_markdown_safe_shows_text_as_typed():
+    assert formatting.markdown_safe("a *b* _c_ [d](e) :smile: $x$ #1") == \
+        r"a \*b\* \_c\_ \[d\](e) \:smile\: \$x\$ \#1"
+    assert formatting.markdown_safe("EfficientNet-Lite0 · 12 Mar") == "EfficientNet-Lite0 · 12 Mar"
+
+
+def test_describe_and_label_from_a_real_run_folder(dirs):
+    run = RunFolder.create(RunConfig(data=DataConfig(root=str(sample_dir())), freeze=FreezeConfig(preset="last:2")),
+                           dirs / "runs")
+    label = formatting.run_label(run.describe())
+    assert label.startswith(f"{sample_dir().name} · EfficientNet-Lite0 · last 2 groups · ")
+    run.rename("Sample, two groups")
+    assert formatting.run_label(run.describe()).startswith("Sample, two groups · ")
+
+
+def test_the_bar_only_moves_forward_through_the_stages(dirs, monkeypatch):
+    """Checking, then reading (train and val as one pass), then the epochs: one bar that never restarts,
+    with a time left from the first second when this computer has an estimate."""
+    monkeypatch.setattr(live, "_expected", lambda run: {"check": 2.0, "read": 6.0, "train": 12.0})
+    run = RunFolder.create(RunConfig(data=DataConfig(root=str(sample_dir())), train=TrainConfig(epochs=4)),
+                           dirs / "runs")
+    run.write_status("running", "Preparing the data and the model.")
+    seen = [live.live_view(run.path).fraction]
+    assert live.live_view(run.path).eta_seconds == pytest.approx(20.0, abs=1.0)   # before any event
+    for stage, done, total in (("check", 30, 60), ("check", 60, 60), ("features", 20, 60), ("features", 60, 60)):
+        run.append_event({"event": "on_prepare", "stage": stage, "done": done, "total": total, "time": time.time()})
+        seen.append(live.live_view(run.path).fraction)
+    run.append_event({"event": "on_fit_start", "info": {"epochs": 4}, "time": time.time()})
+    run.append_event({"event": "on_batch_end", "step": 1, "logs": {"progress": 0.5}, "time": time.time()})
+    seen.append(live.live_view(run.path).fraction)
+    assert seen == sorted(seen) and seen[0] == 0.0
+    assert seen[2] == pytest.approx(0.1) and seen[4] == pytest.approx(0.4) and seen[5] == pytest.approx(0.7)
+    shares = [s["share"] for s in live.live_view(run.path).segments]
+    assert shares == pytest.approx([0.1, 0.3, 0.6])

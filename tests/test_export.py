@@ -323,3 +323,21 @@ def test_shareable_config_cuts_every_path_to_its_last_part(tmp_path):
     plain = RunConfig(data=DataConfig(root="relative-folder"), model=ModelConfig(name="test_efficientnet"))
     run2 = RunFolder.create(plain, runs_dir=tmp_path / "runs")
     assert shareable_config(run2.path).model.weights == "auto"
+
+
+def test_model_card_states_the_split_actually_used(trained, tmp_path):
+    import shutil
+
+    run, _ = trained
+    card = model_card(run.path)  # an older summary without "split": a random 20% (the numbers agree)
+    assert "Split: 352 pictures to learn from, 88 to check with (20% kept aside at random, per category, copies " \
+           "kept together). Split seed: 0." in card
+    own = tmp_path / run.path.name
+    shutil.copytree(run.path, own)
+    summary = json.loads((own / "summary.json").read_text())
+    summary.update(counts={"china": 6, "flower": 6, "pattern": 233}, val_counts={"china": 4, "flower": 4, "pattern": 145},
+                   split={"kind": "folder", "val_fraction": None, "from_train": False, "train": 245, "val": 153})
+    (own / "summary.json").write_text(json.dumps(summary))
+    card = model_card(own)
+    assert "Split: 245 pictures to learn from, 153 to check with (the folder's own val/ folder)." in card
+    assert "20%" not in card and "Split seed" not in card

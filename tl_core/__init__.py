@@ -45,9 +45,10 @@ if TYPE_CHECKING:  # pragma: no cover - names for type hints only
     from tl_core.models.catalogue import ModelInfo
     from tl_core.results.evaluate import EvalReport
     from tl_core.training.callbacks import Callback
+    from tl_core.training.estimate import Estimate
     from tl_core.training.loop import FitResult
 
-__all__ = ["train", "evaluate", "predict", "export", "check", "catalogue", "list_runs", "RunConfig", "DataConfig",
+__all__ = ["train", "estimate", "evaluate", "predict", "export", "check", "catalogue", "list_runs", "RunConfig", "DataConfig",
            "ModelConfig", "FreezeConfig", "TrainConfig", "TransferLabError", "ConfigError", "DataError",
            "ImageLoadError", "WeightsError", "RunError", "UploadError", "ExportError", "__version__"]
 
@@ -70,6 +71,24 @@ def train(config: RunConfig, runs_dir: str | Path | None = None, *, callbacks: I
     from tl_core.training.loop import train_run
 
     return train_run(config, runs_dir=runs_dir, callbacks=callbacks, stop_event=stop_event, run_id=run_id)
+
+
+def estimate(config: RunConfig) -> Estimate:
+    """How long ``config`` will take to train on this computer, before training it.
+
+    ``prepare_seconds`` (checking and reading the pictures, and running the frozen layers once),
+    ``epoch_seconds`` (each pass over the pictures after that) and ``total_seconds(epochs)``. The
+    split is the one training will make, a few of the pictures are timed, the model's steps are
+    measured here (once per computer, then remembered) and the result is corrected by the real
+    runs of the same model and setting on this computer. The app's pages show the same numbers.
+
+    >>> est = tl_core.estimate(RunConfig(data=DataConfig(root="photos/")))    # doctest: +SKIP
+    >>> round(est.total_seconds(10))                                         # doctest: +SKIP
+    27
+    """
+    from tl_core.training.estimate import estimate as _estimate
+
+    return _estimate(config)
 
 
 def evaluate(run_dir: str | Path, data_dir: str | Path | None = None, *, progress=None) -> EvalReport:

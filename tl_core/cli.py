@@ -32,23 +32,29 @@ def _say(msg: str) -> None:
 
 # -- train --------------------------------------------------------------------------------------
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from tl_core.training.callbacks import Callback
-    from tl_core.runs.events import stage_label
-
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig ``tl train`` and ``tl estimate`` build from the same flags."""
     kind = args.freeze.split(":")[0]
     weights = args.weights
     if kind == "scratch" and weights == "auto":
         weights = "none"
     train_kwargs = {k: v for k, v in {
-        "epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
-        "device": args.device, "augment": args.augment, "feature_cache": not args.no_feature_cache,
-        "early_stopping_patience": args.patience, "num_threads": args.threads}.items() if v is not None}
-    if args.patience == 0:
+        "epochs": args.epochs, "seed": args.seed, "batch_size": getattr(args, "batch_size", None),
+        "lr": getattr(args, "lr", None), "device": args.device, "augment": getattr(args, "augment", None),
+        "feature_cache": not args.no_feature_cache, "early_stopping_patience": getattr(args, "patience", None),
+        "num_threads": getattr(args, "threads", None)}.items() if v is not None}
+    if getattr(args, "patience", None) == 0:
         train_kwargs["early_stopping_patience"] = None
-    config = RunConfig(data=DataConfig(root=args.data_dir, val_fraction=args.val_fraction, split_seed=args.seed or 0),
-                       model=ModelConfig(name=args.model, weights=weights, image_size=args.image_size),
-                       freeze=FreezeConfig(preset=args.freeze), train=TrainConfig(**train_kwargs))
+    return RunConfig(data=DataConfig(root=args.data_dir, val_fraction=args.val_fraction, split_seed=args.seed or 0),
+                     model=ModelConfig(name=args.model, weights=weights, image_size=args.image_size),
+                     freeze=FreezeConfig(preset=args.freeze), train=TrainConfig(**train_kwargs))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tl_core.training.callbacks import Callback
+    from tl_core.runs.events import stage_label
+
+    config = _run_config(args)
 
     class Printer(Callback):
         last_stage = None
@@ -91,6 +97,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = {k: v for k, v in result.to_dict().items() if k != "history"}
     _print_json(out)
     return EXIT_FAILED if result.status == "failed" else 0
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from tl_core.models.catalogue import get_model_info
+
+    config = _run_config(args)
+    get_model_info(config.model.name)   # a typo is answered before anything is timed
+    est = tl_core.estimate(config)
+    epochs = config.train.epochs
+    _say(f"{est.n_train} pictures to learn from, {est.n_val} to check with; {config.model.name}, "
+         f"layers '{config.freeze.preset}' ({'frozen layers computed once' if est.mode == 'features' else 'everything runs every epoch'}).")
+    _say(f"preparation about {est.prepare_seconds:.0f} s, then {est.epoch_seconds:.1f} s per epoch: about "
+         f"{est.total_seconds(epochs):.0f} s for {epochs} epochs"
+         + (f" (corrected by {est.runs_used} earlier run(s) on this computer)" if est.runs_used else "") + ".")
+    _print_json({"model": config.model.name, "freeze": config.freeze.preset, "mode": est.mode, "epochs": epochs,
+                 "n_train": est.n_train, "n_val": est.n_val, "prepare_seconds": est.prepare_seconds,
+                 "epoch_seconds": est.epoch_seconds, "total_seconds": est.total_seconds(epochs),
+                 "read_seconds": est.read_seconds, "runs_used": est.runs_used})
+    return 0
 
 
 # -- evaluate / check / predict / export --------------------------------------------------------
@@ -173,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-feature-cache", action="store_true", help="recompute frozen layers every epoch")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("estimate", help="how long training would take on this computer (nothing is trained)")
+    s.add_argument("data_dir")
+    s.add_argument("--model", default="tf_efficientnet_lite0", help="timm model name from the catalogue")
+    s.add_argument("--weights", default="auto", help="auto | offline | none | PATH (does not change the time)")
+    s.add_argument("--freeze", default="head", help="head | last:N | none | scratch")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--image-size", type=int, default=None)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    s.add_argument("--no-feature-cache", action="store_true", help="as tl train --no-feature-cache")
+    s.set_defaults(func=_cmd_estimate)
 
     e = sub.add_parser("evaluate", help="measure a trained run on a labelled folder")
     e.add_argument("run_dir")

@@ -1,9 +1,12 @@
 """Numbers and settings in the words a beginner reads: "about 3 min", "5.3 M", "Train only the new
-classifier", one line per run."""
+classifier", one line per run and one table row per run."""
 from __future__ import annotations
 
+import functools
 import math
+import re
 import time
+from pathlib import Path
 
 from tl_core.config import parse_preset
 
@@ -40,10 +43,111 @@ def preset_label(preset: str) -> str:
             "scratch": "From scratch: no pretrained knowledge (for comparison)"}[kind]
 
 
-def run_label(desc: dict) -> str:
-    """One line for a run picker: when, which model, state, best accuracy."""
+def preset_short(preset: str | None, custom: bool = False) -> str:
+    """A few words for a layer setting, for tables and labels: "new classifier only", "last 2 groups",
+    "everything", "from scratch" (", custom" when the user ticked the groups by hand)."""
+    try:
+        kind, n = parse_preset(preset or "")
+    except Exception:
+        return str(preset or "?")
+    words = {"head": "new classifier only",
+             "last": "last group" if n == 1 else f"last {n} groups",
+             "none": "everything",
+             "scratch": "from scratch"}[kind]
+    return f"{words}, custom" if custom and kind != "scratch" else words
+
+
+@functools.lru_cache(maxsize=64)
+def model_title(name: str | None) -> str:
+    """The catalogue's friendly title ("EfficientNet-Lite0") for a timm name; the name itself when
+    it is not in the catalogue."""
+    if not name or name == "?":
+        return "?"
+    try:
+        from tl_core.models.catalogue import get_model_info
+
+        return get_model_info(name).title
+    except Exception:
+        return str(name)
+
+
+def format_when(timestamp: float | None) -> str:
+    """"12 Mar 14:05" (local time); "?" when unknown."""
+    if not isinstance(timestamp, (int, float)) or timestamp <= 0:
+        return "?"
+    return time.strftime("%d %b %H:%M", time.localtime(timestamp))
+
+
+def format_accuracy(acc: float | None) -> str:
+    return f"{acc:.1%}" if isinstance(acc, (int, float)) and not isinstance(acc, bool) and acc >= 0 else ""
+
+
+def data_name(desc: dict) -> str:
+    """The data folder's name (its last part) from a run description."""
+    name = desc.get("data_name")
+    if not name:
+        data = desc.get("data")
+        name = (Path(str(data)).name or str(data)) if data and data != "?" else "?"
+    return str(name)
+
+
+def split_short(desc: dict) -> str:
+    """How the pictures to check with were chosen, in a few words ("own val/ folder", "20% held out");
+    "" when not known."""
+    kind, share = desc.get("split"), desc.get("val_fraction")
+    if kind == "folder":
+        return "own val/ folder"
+    if kind == "random":
+        return f"{share:.0%} held out" if isinstance(share, (int, float)) else "part held out"
+    return ""
+
+
+def run_label(desc: dict, details: bool = False) -> str:
+    """One line that tells runs apart: the user's title, else data folder · model · layers; then
+    the date ("cats · EfficientNet-Lite0 · new classifier only · 12 Mar 14:05"). ``details`` adds
+    the state and the best validation accuracy (for run pickers)."""
     when = desc.get("created_at")
-    stamp = time.strftime("%d %b %H:%M", time.localtime(when)) if when else desc.get("run_id", "?")
-    acc = desc.get("best_val_accuracy")
-    acc_txt = f", best {acc:.0%}" if isinstance(acc, (int, float)) and acc >= 0 else ""
-    return f"{stamp} · {desc.get('model', '?')} · {desc.get('state', '?')}{acc_txt}"
+    stamp = format_when(when) if when else desc.get("run_id", "?")
+    title = desc.get("title")
+    if title:
+        label = f"{title} · {stamp}"
+    else:
+        label = (f"{data_name(desc)} · {model_title(desc.get('model'))} · "
+                 f"{preset_short(desc.get('preset'), bool(desc.get('custom_layers')))} · {stamp}")
+    if details:
+        acc = desc.get("best_val_accuracy")
+        acc_txt = f", best {acc:.0%}" if isinstance(acc, (int, float)) and acc >= 0 else ""
+        label += f" · {desc.get('state', '?')}{acc_txt}"
+    return label
+
+
+def format_epochs(desc: dict) -> str:
+    """"3 / 10" (done / planned), "3" when the plan is unknown, "" when nothing is known."""
+    done, planned = desc.get("epochs_done"), desc.get("epochs_planned")
+    if done is None and planned is None:
+        return ""
+    return f"{done if done is not None else 0} / {planned}" if planned else str(done)
+
+
+def run_row(desc: dict) -> dict:
+    """One row of the runs table, in plain words."""
+    took = desc.get("seconds")
+    return {"When": format_when(desc.get("created_at")),
+            "Title": desc.get("title") or data_name(desc),
+            "Data": " · ".join(part for part in (data_name(desc), split_short(desc)) if part),
+            "Model": model_title(desc.get("model")),
+            "Layers": preset_short(desc.get("preset"), bool(desc.get("custom_layers"))),
+            "Best accuracy": format_accuracy(desc.get("best_val_accuracy")),
+            "Took": format_seconds(took) if took is not None else "",
+            "Epochs": format_epochs(desc),
+            "State": desc.get("state") or "?",
+            "Run folder": desc.get("run_id", "")}
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#|<>~$:])")
+
+
+def markdown_safe(text: str) -> str:
+    """``text`` shown as typed inside Streamlit markdown (headings, captions): markdown, emoji
+    shortcodes and LaTeX characters are escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))

@@ -9,8 +9,9 @@ from typing import Any, Callable, Iterable
 
 import tl_core
 from tl_core.app.workspace import folder_fingerprint
+from tl_core.data.dataset import SplitFacts, recorded_split, split_facts
 from tl_core.data.scan import scan_folder
-from tl_core.data.split import val_target
+from tl_core.data.split import split_source, val_target
 
 
 def examples_per_class(records: Iterable[Any], k: int = 4) -> dict[str, list[Any]]:
@@ -65,9 +66,48 @@ def cached_check(root: str | Path):
 
 
 def split_counts(counts: dict[str, int], val_fraction: float) -> dict[str, tuple[int, int]]:
-    """(train, validation) pictures per class for a validation share: the numbers
-    :func:`tl_core.data.split.stratified_split` will use (a preview of the split)."""
+    """(train, validation) pictures per class for a validation share, from counts alone (no copies
+    known): :func:`tl_core.data.split.val_target`'s numbers. For a folder, use :func:`split_preview`,
+    which also knows a folder's own val/."""
     return {label: (n - val_target(n, val_fraction), val_target(n, val_fraction)) for label, n in counts.items()}
+
+
+def split_preview(root: str | Path, val_fraction: float, split_seed: int = 0, report=None) -> SplitFacts:
+    """How ``root`` will be split (:func:`tl_core.data.dataset.split_facts`): from ``report`` or the
+    remembered check when there is one (exactly training's numbers), else from file names only.
+    Raises :class:`~tl_core.errors.DataError` when the folder cannot be used at all."""
+    from types import SimpleNamespace
+
+    report = report if report is not None else cached_check(root)
+    cfg = SimpleNamespace(root=str(root), val_fraction=val_fraction, split_seed=split_seed)
+    return split_facts(cfg, report=report)
+
+
+def split_words(root: str | Path | None, val_fraction: float, split_seed: int = 0) -> str:
+    """The split in one line for captions (``"160 pictures to learn from, 40 to check with (20% kept
+    aside at random)"``); never raises: without a usable folder, just the share."""
+    if root:
+        try:
+            return split_preview(root, val_fraction, split_seed).describe()
+        except Exception:  # a caption must not break its page; the Data page explains the folder
+            pass
+    return f"{split_source('random', val_fraction)} to check the model"
+
+
+def run_split(run_dir: str | Path) -> SplitFacts | None:
+    """The split a run used, from its summary.json and config (None when it never read its data)."""
+    from tl_core.runs import RunFolder
+
+    try:
+        run = RunFolder.open(run_dir)
+        summary = run.summary()
+    except tl_core.TransferLabError:
+        return None
+    try:
+        config = run.config()
+    except Exception:  # an unreadable config.json: the summary alone still gives the numbers
+        config = None
+    return recorded_split(summary, config)
 
 
 def quick_counts(root: str | Path) -> dict[str, int]:

@@ -15,7 +15,12 @@ from typing import Hashable, Sequence
 
 from tl_core.errors import ConfigError
 
-__all__ = ["Split", "stratified_split", "val_target"]
+__all__ = ["Split", "stratified_split", "val_target", "SPLIT_FOLDER", "SPLIT_RANDOM", "split_source", "describe_split"]
+
+#: How the pictures to check with were chosen: the data folder's own ``val/`` folder, or a share of
+#: the pictures kept aside at random (per category, copies kept together) by :func:`stratified_split`.
+SPLIT_FOLDER = "folder"
+SPLIT_RANDOM = "random"
 
 
 @dataclass
@@ -104,3 +109,36 @@ def stratified_split(
     train = sorted(i for u, unit in enumerate(units) if not in_val[u] for i in unit)
     val = sorted(i for u, unit in enumerate(units) if in_val[u] for i in unit)
     return Split(train=train, val=val)
+
+
+def _percent(val_fraction: float | None) -> str:
+    try:
+        return f"{100 * float(val_fraction):.3g}%"
+    except (TypeError, ValueError):
+        return "a share"
+
+
+def split_source(kind: str, val_fraction: float | None = None, *, from_train: bool = False,
+                 detailed: bool = False) -> str:
+    """Where the pictures to check with come from, in plain words.
+
+    ``"the folder's own val/ folder"`` or ``"20% kept aside at random"`` (``"20% of train/ ..."``
+    when the folder has a train/ but no val/ pictures); ``detailed`` adds how the random split
+    works (", per category, copies kept together"). Any other ``kind`` (an old run that did not
+    record it) says so rather than guess.
+    """
+    if kind == SPLIT_FOLDER:
+        return "the folder's own val/ folder"
+    if kind == SPLIT_RANDOM:
+        words = f"{_percent(val_fraction)} {'of train/ ' if from_train else ''}kept aside at random"
+        return words + (", per category, copies kept together" if detailed else "")
+    return "how they were chosen was not recorded"
+
+
+def describe_split(kind: str, n_train: int, n_val: int, val_fraction: float | None = None, *,
+                   from_train: bool = False, detailed: bool = False) -> str:
+    """``"245 pictures to learn from, 153 to check with (the folder's own val/ folder)"``: the one
+    sentence every screen and the model card use for the split actually used."""
+    noun = "picture" if n_train == 1 else "pictures"
+    return (f"{n_train:,} {noun} to learn from, {n_val:,} to check with "
+            f"({split_source(kind, val_fraction, from_train=from_train, detailed=detailed)})")

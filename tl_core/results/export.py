@@ -507,8 +507,15 @@ def model_card(run_dir: str | Path) -> str:
     if counts:
         lines.append(f"| **Total** | {sum(v for v in counts.values() if isinstance(v, (int, float)))} | "
                      f"{sum(v for v in val_counts.values() if isinstance(v, (int, float))) if val_counts else '?'} |")
-    lines += ["", f"Validation share: {_pct(cfg.data.val_fraction)} of the images (split seed {cfg.data.split_seed}).",
-              ""]
+    from tl_core.data.dataset import recorded_split
+    from tl_core.data.split import SPLIT_RANDOM
+
+    split = recorded_split(summary, cfg)
+    if split is None:
+        lines += ["", "Split: not recorded (the run stopped before it read its data).", ""]
+    else:
+        seed = f" Split seed: {cfg.data.split_seed}." if split.kind == SPLIT_RANDOM else ""
+        lines += ["", f"Split: {split.describe(detailed=True)}.{seed}", ""]
 
     freeze = summary.get("freeze") or {}
     lines += ["## Model", "",

@@ -10,6 +10,10 @@ lost when a tab closes or the server restarts. Layout::
                   labels.json        class names in output order
                   preprocessing.json input size, mean, std, interpolation, crop
                   summary.json       data, freeze plan and final metrics (for the model card)
+                  user.json          what the user wrote: a title and a note (optional)
+
+A run the user deletes goes to ``runs/.trash/<when>__<run-id>/`` first (:func:`trash_run`), from
+where :func:`restore_run` brings it back; only :func:`empty_trash` removes folders for good.
 
 Writes of whole files are atomic (temp file + ``os.replace``) so a reader never sees half a file.
 """
@@ -19,8 +23,10 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,6 +45,11 @@ WEIGHTS_FILE = "model.safetensors"
 LABELS_FILE = "labels.json"
 PREPROCESSING_FILE = "preprocessing.json"
 SUMMARY_FILE = "summary.json"
+USER_FILE = "user.json"
+TRASH_DIR = ".trash"
+TITLE_MAX_CHARS = 80
+NOTE_MAX_CHARS = 2000
+_TRASH_STAMP = "%Y%m%d-%H%M%S"
 
 
 def default_runs_dir() -> Path:
@@ -222,29 +233,149 @@ class RunFolder:
             raise RunError(f"Run {self.run_id} has no saved weights (it stopped before the first epoch ended).")
         return load_file(str(self.weights_path))
 
+    # -- what the user wrote: title and note -------------------------------------------------
+    def user(self) -> dict:
+        """``{"title": str | None, "note": str | None}`` from ``user.json`` (both None when absent)."""
+        raw = read_json(self.path / USER_FILE, {}) or {}
+        raw = raw if isinstance(raw, dict) else {}
+        return {k: (raw.get(k) if isinstance(raw.get(k), str) and raw.get(k) else None) for k in ("title", "note")}
+
+    def rename(self, title: str | None) -> str | None:
+        """Give the run a title (one line, at most ``TITLE_MAX_CHARS``); empty or None removes it.
+        Returns the title as stored (trimmed)."""
+        title = _clean_text(title, "title", TITLE_MAX_CHARS, one_line=True)
+        self._save_user(title=title)
+        return title
+
+    def set_note(self, text: str | None) -> str | None:
+        """Keep a note with the run (plain text, several lines, at most ``NOTE_MAX_CHARS``); empty or
+        None removes it. Returns the note as stored (trimmed)."""
+        text = _clean_text(text, "note", NOTE_MAX_CHARS, one_line=False)
+        self._save_user(note=text)
+        return text
+
+    def _save_user(self, **values: str | None) -> None:
+        if not (self.path / CONFIG_FILE).is_file():
+            raise RunError(f"{self.path} is not a Transfer Lab run folder (any more?): nothing was saved.")
+        try:
+            current = self.user()
+        except RunError:  # a damaged user.json is replaced, not a reason to refuse
+            current = {}
+        merged = {k: v for k, v in {**current, **values}.items() if v}
+        write_json_atomic(self.path / USER_FILE, merged)
+
+    # -- a summary for run lists -------------------------------------------------------------
     def describe(self) -> dict:
-        """A plain-data summary for run lists."""
+        """A plain-data summary for run lists: what it trained on, with what, how it went, how
+        long it took and what the user called it. Never fails on a damaged config, summary or
+        user.json: the field is then unknown (None or "?")."""
         status = self.status()
+        cfg = None
         try:
             cfg = self.config()
             model, preset, data = cfg.model.name, cfg.freeze.preset, cfg.data.root
         except Exception:  # a damaged config must not hide the other runs
             model = preset = data = "?"
-        summ = self.summary()
-        return {"run_id": self.run_id, "path": str(self.path), "state": status.get("state"),
+        try:
+            summ = self.summary()
+        except RunError:
+            summ = {}
+        try:
+            user = self.user()
+        except RunError:
+            user = {"title": None, "note": None}
+        state = status.get("state")
+        created = status.get("created_at")
+        if not isinstance(created, (int, float)):
+            created = _mtime(self.path / CONFIG_FILE)
+        best = summ.get("best_val_accuracy", status.get("best_val_accuracy"))
+        epochs_done = status.get("epoch")
+        if epochs_done is None:
+            epochs_done = summ.get("epochs_done")
+        epochs_planned = status.get("epochs")
+        if epochs_planned is None and cfg is not None:
+            epochs_planned = cfg.train.epochs
+        return {"run_id": self.run_id, "path": str(self.path), "state": state,
                 "message": status.get("message", ""), "model": model, "preset": preset, "data": data,
-                "created_at": status.get("created_at"), "best_val_accuracy": summ.get("best_val_accuracy",
-                                                                                      status.get("best_val_accuracy")),
-                "epochs_done": status.get("epoch"), "has_weights": self.has_weights()}
+                "created_at": created, "best_val_accuracy": best,
+                "epochs_done": epochs_done, "has_weights": self.has_weights(),
+                # for tables and labels
+                "data_name": (Path(data).name or data) if data != "?" else "?",
+                "split": _split_kind(cfg, summ), "val_fraction": cfg.data.val_fraction if cfg else None,
+                "custom_layers": bool(cfg is not None and cfg.freeze.frozen_groups is not None),
+                "seconds": _seconds_taken(status, summ), "epochs_planned": epochs_planned,
+                "active": state in ACTIVE_STATES, "title": user["title"], "note": user["note"]}
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _seconds_taken(status: dict, summary: dict) -> float | None:
+    """Wall time from the start of training to its end (so far, while it runs), else the
+    training time the summary recorded."""
+    started, ended = status.get("started_at"), status.get("finished_at")
+    if status.get("state") in ACTIVE_STATES:
+        ended = time.time() if started else None
+    if isinstance(started, (int, float)) and isinstance(ended, (int, float)) and ended >= started:
+        return float(ended - started)
+    took = summary.get("train_seconds")
+    return float(took) if isinstance(took, (int, float)) and took >= 0 else None
+
+
+def _split_kind(cfg: RunConfig | None, summary: dict) -> str | None:
+    """How the pictures to check with were chosen: "folder" (the data folder's own val/) or "random"
+    (a share held out at random); None when not known (the run never got as far as its data).
+    From summary.json's ``split`` record, else (older runs) from where its validation pictures lie."""
+    record = summary.get("split")
+    if isinstance(record, dict) and record.get("kind") in ("folder", "random"):
+        return record["kind"]
+    records = summary.get("val_records")
+    if cfg is None or not isinstance(records, list) or not records:
+        return None
+    try:
+        first = Path(records[0]["path"]).relative_to(cfg.data.root).parts[0].lower()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return "folder" if first in ("val", "valid", "validation") else "random"
+
+
+def _clean_text(text: str | None, what: str, limit: int, one_line: bool) -> str | None:
+    """``text`` trimmed, or None when empty; a plain :class:`RunError` when it is not plain text."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise RunError(f"A {what} must be text, not {type(text).__name__}.")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if one_line:
+        text = text.replace("\t", " ")
+    text = text.strip()
+    if not text:
+        return None
+    if one_line and "\n" in text:
+        raise RunError(f"A {what} must be one line: remove the line breaks.")
+    allowed = {"\n", "\t"} if not one_line else set()
+    if any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in allowed for ch in text):
+        raise RunError(f"The {what} contains invisible control characters; type it as plain text.")
+    if len(text) > limit:
+        raise RunError(f"A {what} can be at most {limit} characters long; this one has {len(text)}. "
+                       "Make it shorter.")
+    return text
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
-    """Every run folder under ``runs_dir``, newest first."""
+    """Every run folder under ``runs_dir``, newest first (the trash and other hidden folders are
+    left out)."""
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if not root.is_dir():
         return []
     out = []
     for child in root.iterdir():
+        if child.name.startswith("."):
+            continue
         if (child / CONFIG_FILE).is_file():
             try:
                 out.append(RunFolder(child).describe())
@@ -252,3 +383,104 @@ def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
                 out.append({"run_id": child.name, "path": str(child), "state": "failed", "message": str(err)})
     out.sort(key=lambda d: (d.get("created_at") or 0, d["run_id"]), reverse=True)
     return out
+
+
+# -- the trash -------------------------------------------------------------------------------------
+
+def trash_dir(runs_dir: str | Path | None = None) -> Path:
+    """``<runs_dir>/.trash``: where deleted runs wait until the trash is emptied."""
+    return (Path(runs_dir) if runs_dir is not None else default_runs_dir()) / TRASH_DIR
+
+
+def trash_run(run_dir: str | Path) -> Path:
+    """Move a run folder into ``<runs_dir>/.trash/<when>__<run-id>`` and return that path.
+
+    Nothing is deleted: :func:`restore_run` puts it back. Refused (:class:`RunError`) for a folder
+    that is not a run, a run inside the trash, and a run that is queued or training."""
+    run = RunFolder.open(run_dir)
+    path = run.path
+    if path.parent.name == TRASH_DIR:
+        raise RunError(f"Run {run.run_id} is already in the trash.")
+    state = run.status().get("state")
+    if state in ACTIVE_STATES:
+        raise RunError(f"Run {run.run_id} is {'training' if state == 'running' else 'waiting to start'}; "
+                       "stop it first, then move it to the trash.")
+    trash = path.parent / TRASH_DIR
+    stamp = time.strftime(_TRASH_STAMP)
+    target = trash / f"{stamp}__{run.run_id}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = trash / f"{stamp}-{n}__{run.run_id}"
+    try:
+        trash.mkdir(exist_ok=True)
+        os.rename(path, target)
+    except OSError as err:
+        raise RunError(f"Cannot move run {run.run_id} to the trash: {err.strerror or err}.") from None
+    return target
+
+
+def _trash_parts(trash_path: Path) -> tuple[str, float | None]:
+    """(run id, when it was trashed) from a trash folder name ``<when>__<run-id>``."""
+    stamp, sep, run_id = trash_path.name.partition("__")
+    if not sep or not run_id:
+        return "", None
+    try:
+        when = time.mktime(time.strptime(stamp.split("-")[0] + "-" + stamp.split("-")[1], _TRASH_STAMP))
+    except (ValueError, IndexError, OverflowError):
+        when = None
+    return run_id, when
+
+
+def restore_run(trash_path: str | Path) -> Path:
+    """Move a trashed run back to its runs folder under its old name; return the run folder.
+    Refused when a run of that name is there again or the path is not a trashed run."""
+    trash_path = Path(trash_path)
+    run_id, _ = _trash_parts(trash_path)
+    if trash_path.parent.name != TRASH_DIR or not run_id or not (trash_path / CONFIG_FILE).is_file():
+        raise RunError(f"{trash_path} is not a run in the trash (it may have been restored or emptied already).")
+    target = trash_path.parent.parent / run_id
+    if target.exists():
+        raise RunError(f"Cannot restore run {run_id}: a run with that name is already in {target.parent}. "
+                       "Move or rename that folder first.")
+    try:
+        os.rename(trash_path, target)
+    except OSError as err:
+        raise RunError(f"Cannot restore run {run_id}: {err.strerror or err}.") from None
+    return target
+
+
+def list_trash(runs_dir: str | Path | None = None) -> list[dict]:
+    """The runs in the trash, most recently trashed first: each run's :meth:`RunFolder.describe`
+    (``run_id`` is the original name, ``path`` where it is now) plus ``trash_path`` and
+    ``trashed_at``."""
+    trash = trash_dir(runs_dir)
+    if not trash.is_dir():
+        return []
+    out = []
+    for child in trash.iterdir():
+        run_id, when = _trash_parts(child)
+        if not run_id or not (child / CONFIG_FILE).is_file():
+            continue
+        try:
+            desc = RunFolder(child).describe()
+        except RunError as err:
+            desc = {"path": str(child), "state": "failed", "message": str(err)}
+        desc.update(run_id=run_id, trash_path=str(child), trashed_at=when if when is not None else _mtime(child))
+        out.append(desc)
+    out.sort(key=lambda d: (d.get("trashed_at") or 0, d["trash_path"]), reverse=True)
+    return out
+
+
+def empty_trash(runs_dir: str | Path | None = None, older_than_days: float = 0) -> list[str]:
+    """Delete for good the trashed runs put there at least ``older_than_days`` days ago (0: all).
+    The only function here that deletes a run; returns the run ids it deleted."""
+    if not isinstance(older_than_days, (int, float)) or isinstance(older_than_days, bool) or older_than_days < 0:
+        raise RunError(f"older_than_days must be a number of days, 0 or more (got {older_than_days!r}).")
+    cutoff = time.time() - float(older_than_days) * 86400
+    removed = []
+    for desc in list_trash(runs_dir):
+        if (desc.get("trashed_at") or 0) <= cutoff:
+            shutil.rmtree(desc["trash_path"], ignore_errors=True)
+            removed.append(desc["run_id"])
+    return removed

@@ -13,8 +13,8 @@
 * :mod:`~tl_core.training.estimate`: time estimates before training (import it from there).
 """
 from tl_core.training.callbacks import (Callback, CallbackList, DiagnosisWarnings, EarlyStopping, NanGuard,
-                                        RunRecorder, SaveBestWeights, default_callbacks)
+                                        RecordTimings, RunRecorder, SaveBestWeights, default_callbacks)
 from tl_core.training.loop import FitResult, Trainer, fit, train_run
 
 __all__ = ["fit", "train_run", "FitResult", "Trainer", "Callback", "CallbackList", "RunRecorder", "SaveBestWeights",
-           "EarlyStopping", "NanGuard", "DiagnosisWarnings", "default_callbacks"]
+           "EarlyStopping", "NanGuard", "DiagnosisWarnings", "RecordTimings", "default_callbacks"]

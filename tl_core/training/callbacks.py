@@ -8,8 +8,8 @@ step before the optimizer steps, ``after_loss(step, loss)``. A callback sees the
 cleanly after the current epoch with ``self.trainer.stop_training = True``, or fail it by raising.
 
 The policies here are the ones every fit runs, wired in :func:`default_callbacks`:
-:class:`NanGuard`, :class:`SaveBestWeights`, :class:`RunRecorder`, :class:`DiagnosisWarnings` and
-:class:`EarlyStopping`.
+:class:`NanGuard`, :class:`SaveBestWeights`, :class:`RunRecorder`, :class:`DiagnosisWarnings`,
+:class:`EarlyStopping` and :class:`RecordTimings`.
 """
 from __future__ import annotations
 
@@ -238,14 +238,47 @@ class DiagnosisWarnings(Callback):
                 self.trainer.callbacks.on_warning(kind, message)
 
 
+class RecordTimings(Callback):
+    """Remembers how long this run's preparation and epochs took on this computer, so that later
+    estimates for the same model and setting come closer to the truth
+    (:func:`tl_core.training.estimate.record_run`). Never fails a run."""
+
+    def __init__(self, config: "RunConfig"):
+        self.config = config
+        self.info: dict = {}
+        self.epoch_seconds: list[float] = []
+
+    def on_fit_start(self, info):
+        self.info, self.epoch_seconds = info, []
+
+    def on_epoch_end(self, epoch, logs):
+        self.epoch_seconds.append(float(logs["epoch_seconds"]))
+
+    def on_fit_end(self, logs):
+        if logs.get("status") == "failed" or not self.epoch_seconds or not self.info:
+            return
+        from tl_core.training import estimate
+
+        try:
+            state = self.trainer.state if self.trainer is not None else None
+            read = estimate.sample_read_seconds(state.train_paths) if state is not None else None
+            estimate.record_run(self.config, self.info["mode"], self.info["train_images"], self.info["val_images"],
+                                self.info.get("prepare_seconds"), self.epoch_seconds, read,
+                                self.info.get("feature_cache_hit"))
+        except Exception:  # noqa: BLE001 - remembering a timing is never worth failing a finished run
+            pass
+
+
 def default_callbacks(config: "RunConfig", run: RunFolder | None, user: Iterable[Callback] = ()) -> list[Callback]:
     """Every callback of a fit, in the order they act: the NaN guard first (before any other
     per-step hook); the best weights are on disk before the epoch is recorded; the recorder sees
     each event before the caller's callbacks (the run folder is what survives a crash); the
-    diagnosis and early-stop warnings come after every callback has seen the epoch."""
+    diagnosis and early-stop warnings come after every callback has seen the epoch; the run's
+    timings are remembered last."""
     patience = config.train.early_stopping_patience
     return [NanGuard(),
             *([SaveBestWeights(run), RunRecorder(run)] if run is not None else []),
             *user,
             DiagnosisWarnings(),
-            *([EarlyStopping(patience)] if patience is not None else [])]
+            *([EarlyStopping(patience)] if patience is not None else []),
+            RecordTimings(config)]

@@ -37,9 +37,11 @@ class DecodedImages:
 
 
 def decode_records(paths: Sequence[str], labels: Sequence[int], prep: Preprocessing,
-                   progress: Progress | None = None, workers: int | None = None) -> DecodedImages:
+                   progress: Progress | None = None, workers: int | None = None,
+                   allow_empty: bool = False) -> DecodedImages:
     """Load, orient, convert and resize each file once, in a few threads (PIL releases the GIL
-    while decoding and resizing, so threads scale without extra processes)."""
+    while decoding and resizing, so threads scale without extra processes). When none of the
+    files can be read that is an error, unless ``allow_empty`` (one chunk of a longer list)."""
     tf = prep.pil_transform()
     max_side = max(prep.size * 2, 512)  # large photos are reduced while decoding (JPEG draft mode)
 
@@ -65,7 +67,7 @@ def decode_records(paths: Sequence[str], labels: Sequence[int], prep: Preprocess
                 keep.append(i)
             if progress and (i + 1 == n or (i + 1) % step == 0):
                 progress(i + 1, n)
-    if not keep and n:
+    if not keep and n and not allow_empty:
         raise DataError("None of the images could be read. Run the data check to see why.")
     return DecodedImages(out[: len(keep)], torch.tensor([labels[i] for i in keep], dtype=torch.long),
                          [paths[i] for i in keep], failed)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tl_core.config import RunConfig
+from tl_core.errors import DataError
 from tl_core.models.freezing import FreezePlan, apply_freeze_plan, make_freeze_plan
 from tl_core.models.preprocess import Preprocessing
 from tl_core.paths import cache_dir
@@ -129,13 +130,16 @@ def load_inputs(p: Prepared, config: RunConfig, events: Callback) -> None:
     else:
         p.mode = "full"
         p.split = None
-        p.train_x, p.train_y = _decode(p, p.train_paths, p.train_labels, events)
-        p.val_x, p.val_y = _decode(p, p.val_paths, p.val_labels, events)
+        total = len(p.train_paths) + len(p.val_paths)
+        p.train_x, p.train_y = _decode(p, p.train_paths, p.train_labels, events, 0, total)
+        p.val_x, p.val_y = _decode(p, p.val_paths, p.val_labels, events, len(p.train_paths), total)
 
 
-def _decode(p: Prepared, paths, labels, events: Callback):
-    # val images are decoded after train ones: report progress over both as one stage
-    dec = decode_records(paths, labels, p.prep, progress=lambda d, t: events.on_prepare("decode", d, t))
+def _decode(p: Prepared, paths, labels, events: Callback, done_before: int = 0, total: int | None = None):
+    # train and val pictures are read one after the other: progress counts both as one stage
+    total = len(paths) if total is None else total
+    dec = decode_records(paths, labels, p.prep,
+                         progress=lambda d, _t: events.on_prepare("decode", done_before + d, total))
     for path, reason in dec.failed:
         events.on_warning("unreadable", f"Skipped {path}: {reason}.")
     images = dec.images
@@ -160,27 +164,65 @@ def _load_or_compute_features(p: Prepared, split, config: RunConfig, events: Cal
         feats[name + "_x"], feats[name + "_y"] = cached["x"], cached["y"]
     if not p.feature_cache_hit:
         feats = {}
-        dev = p.dev
+        total, done = len(p.train_paths) + len(p.val_paths), 0
         for name, paths, labels in sets:
-            images, y = _decode(p, paths, labels, events)
-            # estimate the size from one batch before committing to caching everything
-            probe = compute_features(split.prefix, images[:2], p.normalize, dev.device,
-                                     amp_dtype=dev.amp_dtype, channels_last=dev.channels_last)
-            per_image = probe[0].numel() * 4
-            if per_image * len(images) > FEATURE_MEMORY_BUDGET:
-                events.on_warning("no_feature_cache", "The frozen layers' output is too large to keep in "
-                                  "memory for this many images; training runs the whole model each step.")
+            streamed = _stream_features(p, split, paths, labels, events, done, total)
+            if streamed is None:
                 return False
-            x = compute_features(split.prefix, images, p.normalize, dev.device,
-                                 amp_dtype=dev.amp_dtype, channels_last=dev.channels_last,
-                                 progress=lambda d, t: events.on_prepare("features", d, t))
-            feats[name + "_x"], feats[name + "_y"] = x, y.cpu()
-            save_cached_features(cache_root, keys[name], {"x": x, "y": y.cpu()})
-            del images
+            x, y = streamed
+            feats[name + "_x"], feats[name + "_y"] = x, y
+            save_cached_features(cache_root, keys[name], {"x": x, "y": y})
+            done += len(paths)
     device = p.dev.device
     p.train_x, p.train_y = feats["train_x"].to(device), feats["train_y"].to(device)
     p.val_x, p.val_y = feats["val_x"].to(device), feats["val_y"].to(device)
     return True
+
+
+STREAM_CHUNK = 128   # pictures decoded at a time while the previous chunk runs through the prefix
+
+
+def _stream_features(p: Prepared, split, paths, labels, events: Callback, done_before: int,
+                     total: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Read the pictures and run the frozen prefix in one streamed pass: a chunk is decoded (in
+    threads) while the previous one runs through the network (on all cores), so reading and
+    computing overlap, progress is one stage that only moves forward, and only a chunk of decoded
+    pictures is ever in memory. None when the features would not fit in memory (the caller then
+    trains the whole model each step)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dev = p.dev
+    chunks = [(paths[i:i + STREAM_CHUNK], labels[i:i + STREAM_CHUNK]) for i in range(0, len(paths), STREAM_CHUNK)]
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    done = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tl-read") as reader:
+        pending = reader.submit(decode_records, *chunks[0], p.prep, None, None, True) if chunks else None
+        for k in range(len(chunks)):
+            dec = pending.result()
+            pending = reader.submit(decode_records, *chunks[k + 1], p.prep, None, None, True) \
+                if k + 1 < len(chunks) else None
+            for path, reason in dec.failed:
+                events.on_warning("unreadable", f"Skipped {path}: {reason}.")
+            if len(dec.images) and not xs:
+                # the size of one picture's features decides whether caching all of them fits in memory
+                probe = compute_features(split.prefix, dec.images[:1], p.normalize, dev.device,
+                                         amp_dtype=dev.amp_dtype, channels_last=dev.channels_last)
+                if probe[0].numel() * 4 * len(paths) > FEATURE_MEMORY_BUDGET:
+                    events.on_warning("no_feature_cache", "The frozen layers' output is too large to keep in "
+                                      "memory for this many images; training runs the whole model each step.")
+                    if pending is not None:
+                        pending.cancel()
+                    return None
+            if len(dec.images):
+                xs.append(compute_features(split.prefix, dec.images, p.normalize, dev.device,
+                                           amp_dtype=dev.amp_dtype, channels_last=dev.channels_last))
+                ys.append(dec.labels)
+            done += len(chunks[k][0])
+            events.on_prepare("features", done_before + done, total)
+    if not xs:
+        raise DataError("None of the images could be read. Run the data check to see why.")
+    return torch.cat(xs), torch.cat(ys)
 
 
 @dataclass
@@ -255,7 +297,9 @@ def run_summary(p: Prepared, config: RunConfig, info: dict) -> dict:
     for r in p.data.val:
         val_counts[r.label] += 1
     report = p.data.report
-    return {"classes": p.classes, "counts": counts, "val_counts": val_counts,
+    split = getattr(p.data, "split", None)  # how val was chosen: {"kind": "folder"|"random", "val_fraction", ...}
+    split = split.to_dict() if split is not None else None
+    return {"classes": p.classes, "counts": counts, "val_counts": val_counts, "split": split,
             "freeze": p.plan.to_dict(), "train": asdict(config.train), "model": config.model.name,
             "weights": p.weights_source.description, "device": p.dev.to_dict(), "mode": p.mode,
             "problems": [problem.to_dict() for problem in report.problems],

@@ -19,7 +19,7 @@ from tl_core.runs import NOTE_MAX_CHARS, TITLE_MAX_CHARS, RunFolder, list_runs, 
 from tl_core.app.formatting import format_seconds, format_when, markdown_safe, run_label, run_row
 from tl_core.app.live import live_view
 from tl_core.app.workspace import runs_dir
-from tl_core.runs.events import stage_label, warning_title
+from tl_core.runs.events import warning_title
 
 require_app(__file__)
 
@@ -98,18 +98,48 @@ def settings() -> TrainConfig | None:
     return None
 
 
+def expected_time(config: RunConfig) -> None:
+    """The same estimate as the Model and Layers pages and `tl estimate`, before Start."""
+    from tl_core.app.timing import estimates_for
+
+    with guard():
+        ests, waiting = estimates_for({"run": config}, busy=lambda: jobs.active_job() is not None)
+        est = ests["run"]
+        if est is None:
+            st.caption(":material/timer: Measuring how long this takes on this computer…" if waiting else
+                       ":material/timer: The expected time is measured once no model is training.")
+            return
+        epochs = config.train.epochs
+        st.caption(f":material/timer: Expected: about **{format_seconds(est.total_seconds(epochs))}** on this computer "
+                   f"({format_seconds(est.prepare_seconds)} to prepare, then {format_seconds(est.epoch_seconds)} per "
+                   f"epoch{'; corrected by your earlier runs here' if est.runs_used else ''}). It stops earlier by "
+                   "itself when it stops improving.")
+
+
+PREPARE_SENTENCE = ("**Preparing** checks every picture, then reads each one once and runs the frozen layers "
+                    "on it once. That is what makes every epoch after it take only seconds.")
+
+
+def segment_bar(view) -> None:
+    """The one bar for the whole run, with its parts labelled underneath (each as wide as its
+    expected time): check the pictures, read them once, train."""
+    st.progress(view.bar_fraction(), text=view.progress_text())
+    if not view.segments:
+        return
+    cols = st.columns([max(s["share"], 0.08) for s in view.segments], gap="small")
+    for col, seg in zip(cols, view.segments):
+        mark = (":material/check_circle:" if seg["done"] >= 1 else
+                ":material/progress_activity:" if seg["done"] > 0 and view.active else ":material/radio_button_unchecked:")
+        col.caption(f"{mark} {seg['label']}" + (f" {seg['done']:.0%}" if 0 < seg["done"] < 1 else ""))
+
+
 def draw(view) -> None:
-    """Everything about one run, from its folder."""
-    if view.prepare is not None and view.active:
-        p = view.prepare
-        total = max(int(p.get("total") or 0), 1)
-        st.progress(min(int(p.get("done") or 0) / total, 1.0),
-                    text=f"Preparing: {stage_label(p.get('stage'))} "
-                         f"({p.get('done', 0)} of {p.get('total', 0)})")
-    elif view.active and view.info is None:
-        st.progress(0.0, text="Preparing the pictures and the model…")
-    else:
-        st.progress(view.fraction, text=view.progress_text())
+    """Everything about one run, from its folder: the bar, the curves (on top while it trains), the
+    numbers, the warnings."""
+    segment_bar(view)
+    preparing = view.active and view.info is None
+    if preparing:
+        st.caption(PREPARE_SENTENCE)
 
     last = view.epoch_logs[-1] if view.epoch_logs else {}
     best = last.get("best_val_accuracy")
@@ -122,18 +152,25 @@ def draw(view) -> None:
         st.info(view.message or "Stopped.", icon=":material/stop:")
     elif view.state == "failed":
         st.error(view.message or "Training failed.", icon=":material/warning:")
+
+    def curves() -> None:
+        fig = figure("training_curves", view.epoch_logs, view.batch_events)
+        if fig is not None:
+            st.plotly_chart(fig, key="train_curves")
+
+    if view.active and view.epoch_logs:
+        curves()   # while it trains, the curves are what people watch: on top
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Epoch", f"{view.epoch} / {view.epochs}" if view.epochs else "–")
+    m1.metric("Epochs done", f"{view.epoch} / {view.epochs}" if view.epochs else "–",
+              help="Passes over all your pictures that are finished; the same number as the bar and the sidebar.")
     m2.metric("Best validation accuracy", f"{best:.1%}" if isinstance(best, (int, float)) and best >= 0 else "–")
     m3.metric("Speed", f"{view.images_per_sec:,.0f} img/s" if view.images_per_sec else "–")
     if view.active:
         m4.metric("Time left", format_seconds(view.eta_seconds) if view.eta_seconds is not None else "–")
     else:
         m4.metric("Took", format_seconds(view.elapsed_seconds))
-
-    fig = figure("training_curves", view.epoch_logs, view.batch_events)
-    if fig is not None:
-        st.plotly_chart(fig, key="train_curves")
+    if not (view.active and view.epoch_logs):
+        curves()
 
     for w in view.warnings:
         kind = w.get("kind", "")
@@ -336,8 +373,10 @@ with guard():
                    f"{' (custom)' if freeze_cfg.frozen_groups is not None else ''} · "
                    f"{split_words(root or state.data_root, state.val_fraction)}")
         train_cfg = settings()
+        if train_cfg is not None and root is not None and not (view and view.active):
+            expected_time(RunConfig(data=state.data_config(), model=model_cfg, freeze=freeze_cfg, train=train_cfg))
 
-        c1, c2, _ = st.columns([1, 1, 3])
+        c1, c2, _ = st.columns([2, 1, 2])
         with c1:
             start = st.button("Start training", type="primary", key="train_start", icon=":material/play_arrow:",
                               disabled=active_job is not None or train_cfg is None or root is None)

@@ -343,7 +343,7 @@ def test_train_start_runs_a_job_to_the_end_and_shows_it(env):
     at.run()
     assert not at.exception
     assert any("Training finished" in s.value for s in at.success)
-    assert metric(at, "Epoch") == "1 / 1"
+    assert metric(at, "Epochs done") == "1 / 1"
     assert len(at.get("plotly_chart")) >= 1
 
 

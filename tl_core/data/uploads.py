@@ -24,12 +24,13 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from tl_core.errors import UploadError
 from tl_core.data.scan import Problem, is_ignored_name
 
-__all__ = ["UploadReport", "sanitize_relpath", "save_uploaded_files", "extract_zip"]
+__all__ = ["UploadReport", "ArchiveWords", "UPLOAD_WORDS", "sanitize_relpath", "unpacked_name", "name_key",
+           "save_uploaded_files", "extract_zip"]
 
 _ARCHIVE_EXTENSIONS = frozenset({
     ".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz", ".tbz2", ".xz", ".txz", ".7z", ".rar", ".zst", ".lz", ".lzma", ".cab",
@@ -58,6 +59,30 @@ class UploadReport:
     saved: list[str] = field(default_factory=list)
     skipped: list[Problem] = field(default_factory=list)
     dest: str = ""
+
+
+_REZIP = "Create the zip again (right-click the folder > Compress) and upload it."
+
+
+@dataclass(frozen=True)
+class ArchiveWords:
+    """What :func:`extract_zip`'s refusals call the archive and what they advise.
+
+    The defaults (:data:`UPLOAD_WORDS`) speak about an uploaded zip of pictures; another kind of
+    archive unpacked with the same safety rules (a saved project, :mod:`tl_core.projects`) passes
+    its own words so the advice fits. Only the words change, never the checks.
+    """
+
+    name: str = "zip"                                   # "The zip is damaged", "The zip holds ..."
+    remake: str = _REZIP                                # what to do about a damaged archive
+    too_many: str = "Upload a smaller set of pictures (a few hundred per category is plenty)."
+    too_big: str = "Upload fewer or smaller pictures."
+    bomb: str = "Pictures do not compress like that; zip the picture folder again."
+    cancelled: str = "the upload was cancelled"         # "The disk is full, so <cancelled> and nothing was kept."
+    files: str = "the uploaded files"                   # "Could not write <files> (...)"
+
+
+UPLOAD_WORDS = ArchiveWords()
 
 
 def sanitize_relpath(name: str) -> PurePosixPath | None:
@@ -92,6 +117,25 @@ def sanitize_relpath(name: str) -> PurePosixPath | None:
     if not parts:
         return None
     return PurePosixPath(*parts)
+
+
+def unpacked_name(name: str) -> PurePosixPath | None:
+    """The relative path :func:`extract_zip` unpacks an entry called ``name`` to, or None when it
+    would not unpack it (an unsafe name, a hidden or system file, an archive inside the archive).
+
+    Whoever writes an archive meant to be unpacked by :func:`extract_zip` (a saved project) uses
+    this to keep only names that come back unchanged. Two names whose :func:`name_key` is equal
+    collide (the second is not unpacked).
+    """
+    rel = sanitize_relpath(name)
+    if rel is None or _silently_skipped(rel) or rel.suffix.lower() in _ARCHIVE_EXTENSIONS:
+        return None
+    return rel
+
+
+def name_key(rel: PurePosixPath | str) -> str:
+    """Names with the same key are the same file on macOS and Windows (capitals, Unicode forms)."""
+    return _key(PurePosixPath(rel))
 
 
 def _display(name: object, limit: int = 200) -> str:
@@ -224,10 +268,10 @@ def _chunks(data: object) -> Iterator[bytes]:
         yield bytes(chunk)
 
 
-def _write_failed(err: OSError) -> UploadError:
+def _write_failed(err: OSError, words: ArchiveWords = UPLOAD_WORDS) -> UploadError:
     if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        return UploadError("The disk is full, so the upload was cancelled and nothing was kept. Free some space and try again.")
-    return UploadError(f"Could not write the uploaded files ({err.strerror or err}); nothing was kept. Try again, or choose another folder.")
+        return UploadError(f"The disk is full, so {words.cancelled} and nothing was kept. Free some space and try again.")
+    return UploadError(f"Could not write {words.files} ({err.strerror or err}); nothing was kept. Try again, or choose another folder.")
 
 
 def save_uploaded_files(
@@ -318,7 +362,6 @@ def _archive_size(source: str | Path | BinaryIO) -> int | None:
         return None
 
 
-_REZIP = "Create the zip again (right-click the folder > Compress) and upload it."
 _BAD_ZIP = ("This file is not a valid zip archive (it may be damaged, incomplete, or another kind of file). " + _REZIP)
 
 
@@ -329,6 +372,8 @@ def extract_zip(
     max_entries: int = 20000,
     max_total_bytes: int = 2 * 1024**3,
     max_ratio: float = 200.0,
+    words: ArchiveWords = UPLOAD_WORDS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> UploadReport:
     """Unpack an uploaded zip under ``dest_dir`` defensively (see the module docstring).
 
@@ -337,13 +382,17 @@ def extract_zip(
     :class:`UploadError` (keeping nothing) for a damaged zip, too many entries, too many
     unpacked bytes, or an entry that expands more than ``max_ratio`` times (a zip bomb).
     ``UploadReport.dest`` is the folder to scan: the single top-level folder when there is one.
+    ``words`` changes what the messages call the archive and advise (:class:`ArchiveWords`);
+    ``progress(done, total)`` hears the bytes unpacked so far against the sizes the zip declares.
     """
     dest = Path(os.path.abspath(os.fspath(dest_dir)))
     _check_dest(dest)
     try:
         zf = zipfile.ZipFile(zip_path)
     except FileNotFoundError:
-        raise UploadError(f"The zip file '{_display(str(zip_path))}' was not found. Upload it again.") from None
+        if words == UPLOAD_WORDS:
+            raise UploadError(f"The zip file '{_display(str(zip_path))}' was not found. Upload it again.") from None
+        raise UploadError(f"The {words.name} '{_display(str(zip_path))}' was not found. Check its name and folder.") from None
     except Exception:  # BadZipFile, but also ValueError/OSError/struct errors on mangled headers
         raise UploadError(_BAD_ZIP) from None
     with zf:
@@ -353,30 +402,33 @@ def extract_zip(
             raise UploadError(_BAD_ZIP) from None
         if len(infos) > max_entries:
             raise UploadError(
-                f"The zip holds {len(infos)} files and folders; the limit is {max_entries}. "
-                "Upload a smaller set of pictures (a few hundred per category is plenty).")
-        if sum(max(0, i.file_size) for i in infos) > max_total_bytes:
+                f"The {words.name} holds {len(infos)} files and folders; the limit is {max_entries}. {words.too_many}")
+        declared = sum(max(0, i.file_size) for i in infos)
+        if declared > max_total_bytes:
             raise UploadError(
-                f"The zip unpacks to more than {_size_text(max_total_bytes)}. Upload fewer or smaller pictures.")
+                f"The {words.name} unpacks to more than {_size_text(max_total_bytes)}. {words.too_big}")
         archive_size = _archive_size(zip_path)
         staging = _make_staging(dest)
         try:
-            return _extract_entries(zf, infos, staging, dest, max_total_bytes, max_ratio, archive_size)
+            return _extract_entries(zf, infos, staging, dest, max_total_bytes, max_ratio, archive_size, words,
+                                    progress, declared)
         except BaseException as err:
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(err, OSError):
-                raise _write_failed(err) from None
+                raise _write_failed(err, words) from None
             raise
 
 
-def _bomb(name: str, max_ratio: float) -> UploadError:
+def _bomb(name: str, max_ratio: float, words: ArchiveWords) -> UploadError:
     return UploadError(
-        f"The zip was refused: '{_display(name)}' expands more than {max_ratio:g} times its packed size, "
-        "which is how 'zip bombs' fill up a disk. Pictures do not compress like that; zip the picture folder again.")
+        f"The {words.name} was refused: '{_display(name)}' expands more than {max_ratio:g} times its packed size, "
+        f"which is how 'zip bombs' fill up a disk. {words.bomb}")
 
 
 def _extract_entries(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging: Path, dest: Path,
-                     max_total_bytes: int, max_ratio: float, archive_size: int | None) -> UploadReport:
+                     max_total_bytes: int, max_ratio: float, archive_size: int | None,
+                     words: ArchiveWords = UPLOAD_WORDS, progress: Callable[[int, int], None] | None = None,
+                     declared: int = 0) -> UploadReport:
     saved_rel: list[PurePosixPath] = []
     skipped: list[Problem] = []
     seen: set[str] = set()
@@ -428,7 +480,7 @@ def _extract_entries(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging:
             continue
         packed = max(1, info.compress_size if archive_size is None else min(info.compress_size, archive_size))
         if info.file_size > _RATIO_MIN_BYTES and info.file_size > max_ratio * packed:
-            raise _bomb(name, max_ratio)
+            raise _bomb(name, max_ratio, words)
 
         target = staging.joinpath(*rel.parts)
         try:
@@ -436,7 +488,7 @@ def _extract_entries(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging:
             out = open(target, "xb")
         except OSError as err:
             if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-                raise _write_failed(err) from None
+                raise _write_failed(err, words) from None
             skipped.append(Problem(
                 "cannot_save", shown, f"'{shown}' could not be unpacked ({err.strerror or err}).",
                 "Rename it with a shorter, simpler name and zip the folder again.", "warning"))
@@ -445,15 +497,16 @@ def _extract_entries(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging:
             try:
                 src = zf.open(info)
             except Exception:
-                raise UploadError(f"The zip is damaged: '{_display(name)}' could not be unpacked. {_REZIP}") from None
+                raise UploadError(f"The {words.name} is damaged: '{_display(name)}' could not be unpacked. "
+                                  f"{words.remake}") from None
             written = 0
             with src:
                 while True:
                     try:
                         chunk = src.read(_CHUNK)
                     except Exception:  # bad CRC, truncated data, invalid deflate stream ...
-                        raise UploadError(
-                            f"The zip is damaged: '{_display(name)}' could not be unpacked. {_REZIP}") from None
+                        raise UploadError(f"The {words.name} is damaged: '{_display(name)}' could not be unpacked. "
+                                          f"{words.remake}") from None
                     if not chunk:
                         break
                     # Count what actually comes out, not what the header declares.
@@ -461,13 +514,15 @@ def _extract_entries(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging:
                     total += len(chunk)
                     if total > max_total_bytes:
                         raise UploadError(
-                            f"The zip unpacks to more than {_size_text(max_total_bytes)}. Upload fewer or smaller pictures.")
+                            f"The {words.name} unpacks to more than {_size_text(max_total_bytes)}. {words.too_big}")
                     if written > _RATIO_MIN_BYTES and written > max_ratio * packed:
-                        raise _bomb(name, max_ratio)
+                        raise _bomb(name, max_ratio, words)
                     try:
                         out.write(chunk)
                     except OSError as err:
-                        raise _write_failed(err) from None
+                        raise _write_failed(err, words) from None
+                    if progress is not None:
+                        progress(total, max(declared, total))
         seen.add(key)
         saved_rel.append(rel)
-    return _finish(staging, dest, saved_rel, skipped, "zip")
+    return _finish(staging, dest, saved_rel, skipped, words.name)

@@ -358,6 +358,45 @@ def manage_runs(run_dir: str | None, runs: list[dict]) -> None:
                         st.rerun()
 
 
+
+def compare_section(runs: list[dict]) -> None:
+    """Pick two or more runs: overlaid curves, what was set differently, how each category changed,
+    and one sentence on which is better and whether the difference is real."""
+    done = [r for r in runs if r.get("has_weights") and not r.get("active")]
+    if len(done) < 2:
+        return
+    st.subheader("Compare runs")
+    labels = {r["path"]: run_label(r) for r in done}
+    picked = st.multiselect("Runs to compare", list(labels), default=[r["path"] for r in done[:2]],
+                            format_func=lambda path: labels[path], key="train_compare",
+                            help="The newest two are picked first; add or remove runs.")
+    if len(picked) < 2:
+        st.caption("Pick at least two runs.")
+        return
+    from tl_core.app.compare import compare_runs
+
+    with guard():
+        comp = compare_runs(picked)
+        if comp.verdict is not None:
+            (st.success if comp.verdict.real else st.info)(comp.verdict.sentence, icon=":material/balance:")
+        st.dataframe([{"Run": s.label, "Best accuracy": f"{s.accuracy:.1%}" if s.accuracy is not None else "–",
+                       "95% range": f"{s.interval[0]:.0%}-{s.interval[1]:.0%}" if s.interval else "–",
+                       "Checked on": s.total or "–"} for s in comp.scores], hide_index=True)
+        st.caption("The range is where the true accuracy probably lies (95%): with few pictures to check with, "
+                   "it is wide, and runs whose ranges overlap a lot may not really differ.")
+        fig = figure("compare_curves_figure", comp.curves)
+        st.plotly_chart(fig, key="train_compare_curves")
+        if comp.settings:
+            st.markdown("**What was set differently**")
+            st.dataframe(comp.settings, hide_index=True)
+        else:
+            st.caption("These runs used the same settings (only chance differs, e.g. the random start of the "
+                       "new classifier).")
+        if comp.per_class:
+            st.markdown("**Each category** (checking accuracy of the best epoch)")
+            st.dataframe([{k: (f"{v:.0%}" if isinstance(v, float) else v) for k, v in row.items()}
+                          for row in comp.per_class], hide_index=True)
+
 with guard():
     run_dir = current_run_dir()
     active_job = jobs.active_job()
@@ -411,3 +450,4 @@ with guard():
     else:
         all_runs(run_dir)
     manage_runs(run_dir, runs_now)
+    compare_section(runs_now)

@@ -78,8 +78,17 @@ def format_when(timestamp: float | None) -> str:
     return time.strftime("%d %b %H:%M", time.localtime(timestamp))
 
 
-def format_accuracy(acc: float | None) -> str:
-    return f"{acc:.1%}" if isinstance(acc, (int, float)) and not isinstance(acc, bool) and acc >= 0 else ""
+def format_accuracy(acc: float | None, checked: int | None = None) -> str:
+    """``92.0%``; with the number of pictures it was checked on, also its 95% interval
+    (``92.0% (80-97%)``), because 30 pictures cannot support one exact number."""
+    if not (isinstance(acc, (int, float)) and not isinstance(acc, bool) and acc >= 0):
+        return ""
+    if isinstance(checked, int) and checked > 0:
+        from tl_core.results.stats import accuracy_interval
+
+        low, high = accuracy_interval(int(round(acc * checked)), checked)
+        return f"{acc:.1%} ({low * 100:.0f}-{high * 100:.0f}%)"
+    return f"{acc:.1%}"
 
 
 def data_name(desc: dict) -> str:
@@ -137,7 +146,7 @@ def run_row(desc: dict) -> dict:
             "Data": " · ".join(part for part in (data_name(desc), split_short(desc)) if part),
             "Model": model_title(desc.get("model")),
             "Layers": preset_short(desc.get("preset"), bool(desc.get("custom_layers"))),
-            "Best accuracy": format_accuracy(desc.get("best_val_accuracy")),
+            "Best accuracy": format_accuracy(desc.get("best_val_accuracy"), desc.get("val_images")),
             "Took": format_seconds(took) if took is not None else "",
             "Epochs": format_epochs(desc),
             "State": desc.get("state") or "?",

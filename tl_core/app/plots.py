@@ -250,3 +250,33 @@ def layer_groups_figure(groups: list[dict]) -> go.Figure:
 
 __all__ = ["training_curves", "class_counts_chart", "confusion_matrix_figure", "per_class_bars", "topk_bars",
            "layer_groups_figure"]
+
+
+RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def compare_curves_figure(curves: dict[str, list[dict]]) -> go.Figure:
+    """Validation loss (left) and accuracy (right) of several runs on the same axes, one colour
+    per run (training accuracy dotted, so a growing gap shows which run memorises)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Checking loss (lower is better)",
+                                                        "Accuracy (higher is better)"), horizontal_spacing=0.1)
+    for i, (label, logs) in enumerate(curves.items()):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        logs = [log for log in (logs or []) if isinstance(log, dict)]
+        for key, col, dash, suffix in (("val_loss", 1, "solid", "checking loss"),
+                                       ("val_accuracy", 2, "solid", "checking accuracy"),
+                                       ("train_accuracy", 2, "dot", "training accuracy")):
+            xs, ys = _series(logs, key)
+            fmt = "%{y:.1%}" if col == 2 else "%{y:.4f}"
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers" if dash == "solid" else "lines",
+                                     name=f"{label}: {suffix}", legendgroup=label,
+                                     showlegend=key != "train_accuracy",
+                                     line=dict(color=color, width=2, dash=dash),
+                                     hovertemplate=f"{label}<br>epoch %{{x}}<br>{suffix} {fmt}<extra></extra>"),
+                          row=1, col=col)
+    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.02], row=1, col=2)
+    fig.update_layout(**{**LAYOUT, "legend": dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0)},
+                      height=420)
+    return fig

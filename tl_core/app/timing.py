@@ -9,6 +9,7 @@ training down and measure the wrong thing.
 """
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from typing import Callable
@@ -97,13 +98,28 @@ def _is_busy(state: dict) -> bool:
         return False
 
 
+_EXITING = threading.Event()
+
+
+@atexit.register
+def _finish_before_exit() -> None:
+    """Let a measurement that is under way end before the interpreter does: a daemon thread still
+    inside PyTorch while Python finalises aborts the process ("terminate called...")."""
+    _EXITING.set()
+    thread = _STATE.get("thread")
+    if isinstance(thread, threading.Thread) and thread.is_alive():
+        thread.join(timeout=60)
+
+
 def _worker(state: dict, device: str) -> None:
     queue: list = state["queue"]
     while True:
-        while _is_busy(state):
+        while _is_busy(state) and not _EXITING.is_set():
             time.sleep(POLL_SECONDS)
         with _LOCK:
-            if not queue:
+            if not queue or _EXITING.is_set():
+                if _EXITING.is_set():
+                    queue.clear()
                 state["thread"] = None
                 return
             job = queue[0]

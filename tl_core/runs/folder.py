@@ -304,7 +304,17 @@ class RunFolder:
                 "split": _split_kind(cfg, summ), "val_fraction": cfg.data.val_fraction if cfg else None,
                 "custom_layers": bool(cfg is not None and cfg.freeze.frozen_groups is not None),
                 "seconds": _seconds_taken(status, summ), "epochs_planned": epochs_planned,
-                "active": state in ACTIVE_STATES, "title": user["title"], "note": user["note"]}
+                "active": state in ACTIVE_STATES, "title": user["title"], "note": user["note"],
+                "val_images": _val_images(summ)}
+
+
+def _val_images(summary: dict) -> int | None:
+    """How many pictures the run was checked on (its accuracy's sample size), if recorded."""
+    counts = summary.get("val_counts")
+    if not isinstance(counts, dict):
+        return None
+    total = sum(int(v) for v in counts.values() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return total or None
 
 
 def _mtime(path: Path) -> float | None:

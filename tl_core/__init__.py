@@ -43,12 +43,14 @@ if TYPE_CHECKING:  # pragma: no cover - names for type hints only
 
     from tl_core.data.checks import CheckReport
     from tl_core.models.catalogue import ModelInfo
+    from tl_core.projects import OpenedProject
     from tl_core.results.evaluate import EvalReport
     from tl_core.training.callbacks import Callback
     from tl_core.training.estimate import Estimate
     from tl_core.training.loop import FitResult
 
-__all__ = ["train", "estimate", "evaluate", "predict", "export", "check", "catalogue", "list_runs", "RunConfig", "DataConfig",
+__all__ = ["train", "estimate", "evaluate", "predict", "export", "check", "catalogue", "list_runs", "save_project",
+           "open_project", "RunConfig", "DataConfig",
            "ModelConfig", "FreezeConfig", "TrainConfig", "TransferLabError", "ConfigError", "DataError",
            "ImageLoadError", "WeightsError", "RunError", "UploadError", "ExportError", "__version__"]
 
@@ -185,3 +187,35 @@ def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
     from tl_core.runs import list_runs as _list_runs
 
     return _list_runs(runs_dir)
+
+
+def save_project(out: str | Path, data_root: str | Path, run_dirs: Iterable[str | Path] = (),
+                 choices: dict | None = None, *, progress=None) -> Path:
+    """Save a whole project as one file: the pictures of ``data_root`` (in their own layout, train/ and
+    val/ kept), the run folders ``run_dirs`` (each trained on ``data_root``) and the user's ``choices``
+    (a plain dict), with a manifest holding the sha256 of every member. ``out`` gets ``.tlproj`` when it
+    has no extension; an existing file is never replaced. ``progress(done, total)`` counts bytes.
+    :func:`tl_core.projects.runs_of_data` lists the runs of a data folder.
+
+    >>> tl_core.save_project("pets.tlproj", "photos/", [result.run_dir])   # doctest: +SKIP
+    PosixPath('/home/me/pets.tlproj')
+    """
+    from tl_core.projects import save_project as _save_project
+
+    return _save_project(out, data_root, run_dirs, choices, progress=progress)
+
+
+def open_project(path: str | Path, dest_dir: str | Path, *, progress=None) -> OpenedProject:
+    """Open a project file into a new folder under ``dest_dir`` (named after the file, never over
+    anything that exists) and return where its pictures, runs and choices are. The runs point at the
+    unpacked pictures, so evaluate, predict and export give the same answers as where it was saved. The
+    file is checked like an uploaded zip and every member against its checksum; a file that is not a
+    project, damaged, or from a newer version raises :class:`UploadError` and leaves nothing behind.
+
+    >>> opened = tl_core.open_project("pets.tlproj", "projects/")        # doctest: +SKIP
+    >>> tl_core.evaluate(opened.run_dirs[0]).accuracy                    # doctest: +SKIP
+    0.93
+    """
+    from tl_core.projects import open_project as _open_project
+
+    return _open_project(path, dest_dir, progress=progress)

@@ -1,8 +1,9 @@
 """``python -m tl_core`` / ``tl``: the headless contract (README, "The command line").
 
-Progress goes to stdout as readable lines; the last stdout line of ``train``, ``evaluate`` and
-``check`` is one JSON object, so scripts can ``tail -n 1 | jq``. Errors go to stderr in plain
-language with a non-zero exit code, never as a bare traceback (``--debug`` shows one).
+Progress goes to stdout as readable lines; the last stdout line of ``train``, ``evaluate``,
+``check`` and ``project save|open`` is one JSON object, so scripts can ``tail -n 1 | jq``. Errors
+go to stderr in plain language with a non-zero exit code, never as a bare traceback (``--debug``
+shows one).
 """
 from __future__ import annotations
 
@@ -171,6 +172,69 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- project ------------------------------------------------------------------------------------
+
+def _size(n: int | None) -> str:
+    n = n or 0
+    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _progress_lines(verb: str, quiet: bool = False, sizes: bool = True):
+    """A ``progress(done, total)`` that prints one line per tenth of the way."""
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        step = 10 if total <= 0 else min(10, done * 10 // total)
+        if quiet or step <= last[0]:
+            return
+        last[0] = step
+        _say(f"{verb}: {step * 10}%" + (f" ({_size(done if total > 0 else 0)} of {_size(total)})" if sizes else ""))
+
+    return progress
+
+
+def _cmd_project_save(args: argparse.Namespace) -> int:
+    from tl_core.projects import read_manifest, runs_of_data
+
+    run_dirs = list(args.runs)
+    if args.all_runs:
+        found = runs_of_data(args.data, args.runs_dir)
+        known = {os.path.realpath(r) for r in run_dirs}
+        run_dirs += [str(r) for r in found if os.path.realpath(r) not in known]
+        others = len(tl_core.list_runs(args.runs_dir)) - len(found)
+        if not found:
+            _say(f"No finished run in the runs folder was trained on {args.data}; saving the pictures only.")
+        if others > 0:
+            _say(f"{others} other run(s) in the runs folder were left out (trained on other pictures, or still "
+                 "training).")
+    path = tl_core.save_project(args.out, args.data, run_dirs, progress=_progress_lines("Saving", args.quiet))
+    manifest = read_manifest(path)
+    data = manifest["data"]
+    size = path.stat().st_size
+    _say(f"Saved {data['images']} pictures ({len(data['classes'])} categories) and {len(manifest['runs'])} run(s) "
+         f"to {path} ({_size(size)}).")
+    for item in data.get("left_out") or []:
+        _say(f"  left out {item['path']}: {item['reason']}")
+    _print_json({"path": str(path), "data_root": os.path.abspath(args.data), "runs": [r["id"] for r in manifest["runs"]],
+                 "images": data["images"], "bytes": size, "unpacked_bytes": manifest["total_bytes"],
+                 "left_out": data.get("left_out") or []})
+    return 0
+
+
+def _cmd_project_open(args: argparse.Namespace) -> int:
+    opened = tl_core.open_project(args.file, args.dest, progress=_progress_lines("Unpacking and checking", args.quiet, sizes=False))
+    out = opened.to_dict()
+    _say(f"Opened {args.file} into {opened.folder}: {out['images']} pictures in {opened.data_root}, "
+         f"{len(opened.run_dirs)} run(s).")
+    for run in opened.run_dirs:
+        _say(f"  run {run}")
+    _print_json({**out, "file": os.path.abspath(args.file)})
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +297,23 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="safetensors", choices=["safetensors", "bundle", "onnx", "torchscript"])
     x.add_argument("--out", required=True)
     x.set_defaults(func=_cmd_export)
+
+    pj = sub.add_parser("project", help="save data, runs and choices as one file, or open such a file")
+    pjs = pj.add_subparsers(dest="project_command", required=True)
+    ps = pjs.add_parser("save", help="write the data folder's pictures and runs into one .tlproj file")
+    ps.add_argument("out", help="the file to write (.tlproj is added when there is no extension), or a folder")
+    ps.add_argument("--data", required=True, metavar="DATA_DIR", help="the data folder (one subfolder per class)")
+    ps.add_argument("--run", dest="runs", action="append", default=[], metavar="RUN_DIR",
+                    help="a run folder trained on DATA_DIR (repeat for more)")
+    ps.add_argument("--all-runs", action="store_true", help="every run in --runs-dir trained on DATA_DIR")
+    ps.add_argument("--runs-dir", default=None, help="where --all-runs looks (default: ./runs or $TL_RUNS_DIR)")
+    ps.add_argument("--quiet", action="store_true", help="no progress lines")
+    ps.set_defaults(func=_cmd_project_save)
+    po = pjs.add_parser("open", help="unpack a .tlproj file into a new folder, ready to evaluate and predict")
+    po.add_argument("file")
+    po.add_argument("--dest", default=".", help="where the new project folder goes (default: here)")
+    po.add_argument("--quiet", action="store_true", help="no progress lines")
+    po.set_defaults(func=_cmd_project_open)
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir", default=None)

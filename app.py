@@ -39,7 +39,7 @@ def sample_time_sentence() -> str:
 
 
 def home() -> None:
-    from tl_core.runtime.device import describe_hardware
+    """Home: the words first, then the hardware line (PyTorch is slow to load; the words must not wait)."""
     from tl_core.data.sample import sample_dir
 
     st.title("Transfer Lab")
@@ -75,16 +75,8 @@ def home() -> None:
             st.caption(sentence)
 
     st.subheader("This computer")
-    with guard():
-        hw = describe_hardware()
-        if hw["kind"] == "cuda":
-            st.success(f"Graphics card found: **{hw['name']}** ({hw.get('memory_gb', '?')} GB). "
-                       "Training will be fast.", icon=":material/bolt:")
-        elif hw["kind"] == "mps":
-            st.success(f"Apple graphics found: **{hw['name']}**. Training will use it.", icon=":material/bolt:")
-        else:
-            st.info(f"No graphics card found: training runs on the **{hw['name']}**. "
-                    + sample_time_sentence(), icon=":material/computer:")
+    hardware_box = st.empty()  # filled last: it needs PyTorch, which takes seconds to load on a laptop
+    hardware_box.caption("Looking at this computer…")
 
     st.subheader("Start")
     a, b = st.columns([1, 2])
@@ -97,6 +89,24 @@ def home() -> None:
     with b:
         st.caption("The sample has 200 small photos of clothes in 5 categories (t-shirt, trouser, sandal, "
                    "sneaker, bag). Or go to **Data** to bring your own pictures.")
+
+    with hardware_box.container(), guard():
+        hardware_line()
+
+
+def hardware_line() -> None:
+    """The GPU, or the CPU and how long the sample takes on it."""
+    from tl_core.runtime.device import describe_hardware  # imports PyTorch: only after Home's words are out
+
+    hw = describe_hardware()
+    if hw["kind"] == "cuda":
+        st.success(f"Graphics card found: **{hw['name']}** ({hw.get('memory_gb', '?')} GB). "
+                   "Training will be fast.", icon=":material/bolt:")
+    elif hw["kind"] == "mps":
+        st.success(f"Apple graphics found: **{hw['name']}**. Training will use it.", icon=":material/bolt:")
+    else:
+        st.info(f"No graphics card found: training runs on the **{hw['name']}**. "
+                + sample_time_sentence(), icon=":material/computer:")
 
 
 page, choices = app_frame(home)

@@ -17,10 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from test_browser_e2e import ARTIFACTS, CHROMIUM, _free_port, _nav, _shot, _wait_healthy, _wait_idle
+from test_browser_e2e import CHROMIUM, _free_port, _nav, _shot, _wait_healthy, _wait_idle
 
 ROOT = Path(__file__).resolve().parent.parent
-HOME_WORDS_WITHIN_S = 15.0  # generous: CI machines vary; a 2-core laptop measures ~1-2 s (see the reply)
+HOME_WORDS_WITHIN_S = 15.0  # issue 11 asks for 5 s on a laptop; generous here because CI machines vary
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 LOCAL_SCHEMES = {"data", "blob", "about", "chrome-extension", "devtools"}
 
@@ -61,15 +61,11 @@ def trained_run(dirs) -> Path:
     from tl_core import DataConfig, ModelConfig, RunConfig, TrainConfig
     from tl_core.data.sample import sample_dir
 
-    old = os.environ.get("TL_CACHE_DIR")
-    os.environ["TL_CACHE_DIR"] = str(dirs["cache"])
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TL_CACHE_DIR", str(dirs["cache"]))  # shared with the other tests (see conftest.py)
         result = tl_core.train(RunConfig(data=DataConfig(root=str(sample_dir())),
                                          model=ModelConfig(weights="offline"),
                                          train=TrainConfig(epochs=1)), runs_dir=dirs["runs"])
-    finally:
-        if old is not None:
-            os.environ["TL_CACHE_DIR"] = old
     assert result.status == "finished", result
     return Path(result.run_dir)
 
@@ -88,13 +84,25 @@ def app_server(dirs: dict):
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_healthy(url, proc)
-            yield {"url": url, "log": log_path}
+            yield {"url": url, "log": log_path, "pid": proc.pid}
         finally:
             proc.terminate()
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def inotify_watches(pid: int) -> int | None:
+    """How many inotify watches the process holds (Linux), None where /proc cannot tell."""
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    if not fdinfo.is_dir():
+        return None
+    count = 0
+    for fd in fdinfo.iterdir():
+        with contextlib.suppress(OSError):
+            count += sum(1 for line in fd.read_text().splitlines() if line.startswith("inotify wd:"))
+    return count
 
 
 def _home_words_seconds(page, url: str) -> float:
@@ -128,6 +136,8 @@ def test_home_at_once_and_no_request_leaves_the_machine(dirs, trained_run):
             expect(page.locator('[data-testid="stGraphVizChart"] svg').first).to_be_attached(timeout=30_000)
             _wait_idle(page)
             _shot(page, "offline_0_home")
+            # config.toml turns the file watcher off: it watched uploads and runs too (inotify floods)
+            assert inotify_watches(srv["pid"]) in (0, None)
 
             second_tab = context.new_page()
             second = _home_words_seconds(second_tab, srv["url"])

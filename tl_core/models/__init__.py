@@ -17,17 +17,20 @@ The names in ``__all__`` are the public API (``from tl_core.models import create
 """
 from __future__ import annotations
 
-from tl_core.models.builder import build_network
 from tl_core.models.catalogue import RECOMMENDED_MODEL, ModelInfo, catalogue, get_model_info, model_names
-from tl_core.models.offline import OFFLINE_PACKAGES, convert_lukemelas_state_dict, offline_weights_path
-from tl_core.models.weights import (
-    WeightsSource,
-    create_model,
-    load_weights_file,
-    network_disabled,
-    resolve_weights,
-    weights_status,
-)
+
+_LAZY = {"build_network": "builder", "OFFLINE_PACKAGES": "offline", "convert_lukemelas_state_dict": "offline",
+         "offline_weights_path": "offline", "WeightsSource": "weights", "create_model": "weights",
+         "load_weights_file": "weights", "network_disabled": "weights", "resolve_weights": "weights",
+         "weights_status": "weights"}
+
+
+def __getattr__(name):  # PEP 562: PyTorch only when a name that needs it is used
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f"tl_core.models.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tl_core.models' has no attribute {name!r}")
+
 
 __all__ = [
     "build_network",

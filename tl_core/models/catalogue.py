@@ -166,6 +166,15 @@ def catalogue() -> list[ModelInfo]:
     return [_build(entry) for entry in _ENTRIES]
 
 
+def model_title_of(name: str) -> str:
+    """The friendly title of a catalogue model ("EfficientNet-Lite0"), without building anything."""
+    key = (name or "").strip()
+    for entry in _ENTRIES:
+        if key in (entry.name, entry.pretrained_tag):
+            return entry.title
+    raise ConfigError(f"Unknown model {name!r}. Choose one of: {', '.join(model_names())}.")
+
+
 def model_names() -> list[str]:
     """The timm names of the catalogue, in catalogue order."""
     return [entry.name for entry in _ENTRIES]

@@ -38,6 +38,36 @@ def sample_time_sentence() -> str:
             "pages give the time for your own pictures.")
 
 
+def project_section() -> None:
+    """Save the whole project (pictures, runs, choices) as one file, or open one made elsewhere."""
+    a, b = st.columns(2)
+    with a, guard():
+        state = ui()
+        ready = bool(state.data_root and Path(state.data_root).is_dir())
+        name = Path(state.data_root).name if ready else "project"
+        st.caption("Your pictures, every run trained on them and your choices, in one file to keep or to open "
+                   "on another computer (the same answers there).")
+        from tl_core.app.projects import project_bytes
+
+        st.download_button("Save this project", data=lambda: project_bytes(ui()), file_name=f"{name}.tlproj",
+                           mime="application/octet-stream", disabled=not ready, icon=":material/save:",
+                           key="home_project_save", on_click="ignore",
+                           help="Choose your pictures on the Data page first." if not ready else None)
+    with b, guard():
+        upload = st.file_uploader("Open a project (.tlproj)", type=["tlproj"], key="home_project_open")
+        if upload is not None and st.session_state.get("home_project_opened") != upload.file_id:
+            from tl_core.app.projects import open_uploaded_project
+
+            with st.spinner("Opening the project…"):
+                new_state, opened = open_uploaded_project(upload.name, upload.getvalue())
+            st.session_state["home_project_opened"] = upload.file_id
+            st.session_state["tl_ui"] = new_state
+            save()
+            st.success(f"Opened **{Path(opened.data_root).parent.name}**: {len(opened.run_dirs)} run(s) and the "
+                       "pictures they learned from.", icon=":material/folder_open:")
+            st.page_link(PAGES["results"], label="See its results", icon=":material/bar_chart:")
+
+
 def home() -> None:
     """Home: the words first, then the hardware line (PyTorch is slow to load; the words must not wait)."""
     from tl_core.data.sample import sample_dir
@@ -51,6 +81,18 @@ def home() -> None:
         "categories look like. "
         "That is why a few dozen pictures per category and a few minutes on an ordinary laptop are enough."
     )
+    st.subheader("Start")
+    a, b = st.columns([1, 2])
+    with a:
+        if st.button("Try it with the sample data", type="primary", key="home_sample", icon=":material/checkroom:"):
+            state = ui()
+            state.data_root, state.data_source = str(sample_dir()), "sample"
+            save()
+            st.switch_page(PAGES["data"])
+    with b:
+        st.caption("The sample has 200 small photos of clothes in 5 categories (t-shirt, trouser, sandal, "
+                   "sneaker, bag). Or go to **Data** to bring your own pictures.")
+
     st.graphviz_chart(
         r"""
         digraph {
@@ -78,17 +120,8 @@ def home() -> None:
     hardware_box = st.empty()  # filled last: it needs PyTorch, which takes seconds to load on a laptop
     hardware_box.caption("Looking at this computer…")
 
-    st.subheader("Start")
-    a, b = st.columns([1, 2])
-    with a:
-        if st.button("Try it with the sample data", type="primary", key="home_sample", icon=":material/checkroom:"):
-            state = ui()
-            state.data_root, state.data_source = str(sample_dir()), "sample"
-            save()
-            st.switch_page(PAGES["data"])
-    with b:
-        st.caption("The sample has 200 small photos of clothes in 5 categories (t-shirt, trouser, sandal, "
-                   "sneaker, bag). Or go to **Data** to bring your own pictures.")
+    st.subheader("Projects")
+    project_section()
 
     with hardware_box.container(), guard():
         hardware_line()

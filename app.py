@@ -110,11 +110,13 @@ def home() -> None:
     )
 
     st.subheader("The steps")
-    cols = st.columns(len(STEPS))
-    for col, (key, title, sentence) in zip(cols, STEPS):
-        with col.container(border=True, height=150):
-            st.page_link(PAGES[key], label=f"**{title}**")
-            st.caption(sentence)
+    per_row = 3   # two rows of three: nothing clips on a 1024-pixel projector
+    for start in range(0, len(STEPS), per_row):
+        cols = st.columns(per_row)
+        for col, (key, title, sentence) in zip(cols, STEPS[start:start + per_row]):
+            with col.container(border=True):
+                st.page_link(PAGES[key], label=f"**{title}**")
+                st.caption(sentence)
 
     st.subheader("This computer")
     hardware_box = st.empty()  # filled last: it needs PyTorch, which takes seconds to load on a laptop

@@ -33,8 +33,9 @@ tab_folder, tab_zip, tab_path, tab_sample = st.tabs(
     [":material/folder_open: Drag in a folder", ":material/folder_zip: Upload a .zip", ":material/computer: A folder on this computer", ":material/checkroom: Sample data"])
 
 with tab_folder:
-    st.caption(f"Drag a folder here, or click *Browse* and choose it. Its subfolders become the categories. "
-               f"Up to {limit} MB per file; the pictures are saved in the workspace folder as they arrive.")
+    st.caption(f"Drag a folder onto the box below, or click **Upload directories** and choose it. Its subfolders "
+               f"become the categories. Up to {limit} MB per file; the pictures are saved in the workspace folder "
+               "as they arrive.")
     files = st.file_uploader("Folder of pictures (one subfolder per category)", accept_multiple_files="directory",
                              key="data_upload_dir")
     if files:
@@ -59,7 +60,8 @@ with tab_folder:
                         st.write(f"- {item}")
 
 with tab_zip:
-    st.caption(f"A .zip file whose folders are the categories (up to {limit} MB).")
+    st.caption(f"Drag a .zip file onto the box below, or click **Upload** and choose it. Its folders become the "
+               f"categories (up to {limit} MB).")
     zfile = st.file_uploader("Zip file", type=["zip"], key="data_upload_zip")
     if zfile is not None:
         sig = uploaded_signature([zfile])
@@ -79,9 +81,17 @@ with tab_zip:
                             st.write(f"- {item.message}")
 
 with tab_path:
-    st.caption("Fastest for big folders: nothing is copied.")
-    typed = st.text_input("Folder path", placeholder="/home/me/Pictures/my-categories", key="data_path")
-    if st.button("Use this folder", key="data_use_path"):
+    st.caption("Fastest for big folders: nothing is copied. Type or paste the folder's path, then press Enter or "
+               "click **Use this folder**.")
+
+    def typed_enter() -> None:  # Enter in the field ("Press Enter to apply") does what the button does
+        st.session_state["data_path_entered"] = True
+
+    typed = st.text_input("Folder path", placeholder="/home/me/Pictures/my-categories", key="data_path",
+                          on_change=typed_enter)
+    use_path = st.button("Use this folder", key="data_use_path")
+    entered = st.session_state.pop("data_path_entered", False)
+    if use_path or (entered and typed.strip()):
         with guard():
             p = Path(typed.strip()).expanduser() if typed.strip() else None
             if p is None or not p.is_dir():
@@ -168,7 +178,7 @@ with guard():
             try:
                 img = load_image(rec.path)
                 img.thumbnail((160, 160))
-                col.image(img, caption=Path(rec.rel_path).name, width=110)
+                col.image(img, caption=Path(rec.rel_path).name, width="stretch")
             except Exception as err:  # an example that fails to load must not hide the others
                 col.caption(f"(cannot show {Path(rec.path).name}: {err})")
 
@@ -192,9 +202,10 @@ if facts.kind == "folder":
             "pictures in val/ are the ones kept aside to check the model (no percentage is applied).",
             icon=":material/content_cut:")
 else:
-    pct = st.slider("Validation share (%)", min_value=5, max_value=50, step=5,
+    pct = st.slider("Share kept aside to check the model (%)", min_value=5, max_value=50, step=5,
                     value=int(round(state.val_fraction * 100)), key="data_val_pct",
-                    help="Kept aside at random, per category; copies of a picture stay on the same side.")
+                    help="The validation set: kept aside at random, per category; copies of a picture stay on the "
+                         "same side.")
     if abs(pct / 100 - state.val_fraction) > 1e-9:
         state.val_fraction = pct / 100
         save()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._shared import require_app, guard, header, next_step, save, ui
-from tl_core.app.formatting import format_seconds
+from tl_core.app.formatting import format_seconds, preset_short
 from tl_core.app.previews import quick_counts
 
 require_app(__file__)
@@ -56,7 +56,7 @@ with guard():
         st.caption(":material/timer: Timing the models is paused while a model trains (it would slow the training down).")
     else:
         st.caption(f":material/timer: Times are measured on this computer for your {n_images} pictures with the "
-                   f"'{preset}' layer setting, including reading your pictures once"
+                   f"layer setting *{preset_short(preset)}*, including reading your pictures once"
                    + (" and corrected by your earlier runs here" if any(e and e.runs_used for e in estimates.values())
                       else "")
                    + "." + (f" Timing {len(waiting)} more model(s)…" if waiting else ""))
@@ -97,16 +97,17 @@ with guard():
                     est = est_now.get(info.name)
                     time_txt = format_seconds(est.total_seconds(epochs)) if est else "timing…"
                     top1 = f"{info.top1:.0f}%" if info.top1 else "?"
-                    a, b, c = st.columns(3)
-                    a.markdown(f"**{info.params_m:.1f} M**  \n:gray[parameters]",
-                               help="Millions of numbers in the model: bigger is slower.")
-                    b.markdown(f"**{top1}**  \n:gray[on ImageNet]",
-                               help="Accuracy on ImageNet's 1000 categories: how good its pretrained features are.")
-                    c.markdown(f"**{time_txt}**  \n:gray[for {epochs} epochs]",
-                               help="Expected training time for your pictures on this computer, with the current "
-                                    "layer setting and number of epochs, measured here.")
+                    # one line per fact: three narrow columns broke words apart on a 1024-pixel screen
+                    st.markdown(f":material/timer: **{time_txt}** :gray[here, {epochs} passes]  \n"
+                                f":material/target: **{top1}** :gray[right on a standard photo test]  \n"
+                                f":material/straighten: **{info.params_m:.1f} M** :gray[numbers inside]",
+                                help=f"Time: expected training time for your pictures on this computer, with the "
+                                     f"current layer setting and {epochs} passes over your pictures (epochs), "
+                                     "measured here. Photo test: top-1 accuracy on ImageNet's 1000 everyday "
+                                     "categories, i.e. how good its pretrained features are. Numbers inside: "
+                                     "millions of parameters; bigger is slower.")
                     words, status = weights_words(info.name)
-                    per = (f" · {format_seconds(est.epoch_seconds)} per epoch after "
+                    per = (f" · {format_seconds(est.epoch_seconds)} per pass after "
                            f"{format_seconds(est.prepare_seconds)} of preparation") if est else ""
                     st.caption(f"{words}{per} · {info.input_size} px · {info.license}")
                     is_chosen = info.name == chosen

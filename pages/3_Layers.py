@@ -1,5 +1,5 @@
 """Layers: the chosen model drawn as its layer groups, from the picture to the answer. The user
-keeps groups frozen (as pretrained) or lets them learn, and sees what that costs."""
+keeps groups as they are (frozen, as pretrained) or lets them learn, and sees what that costs."""
 from __future__ import annotations
 
 import html
@@ -9,15 +9,16 @@ import streamlit as st
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.config import FreezeConfig, parse_preset
 from tl_core.errors import ConfigError
-from tl_core.app.formatting import format_params, format_seconds, preset_label
+from tl_core.app.formatting import format_params, format_seconds, group_detail, group_title, preset_label
 from tl_core.app.previews import quick_counts
 from tl_core.app.state import freeze_from_toggles
 
 require_app(__file__)
 
 header("Layers", "A pretrained model is a stack of layer groups: the first ones see edges and colours, the "
-       "last ones whole objects. **Frozen** groups keep what they learned on a million photos; the others "
-       "learn from your pictures. With few pictures, train only the new classifier.")
+       "last ones whole objects. Groups **kept as they are** (*frozen*) keep what they learned from over a "
+       "million photos; the others **learn** from your pictures. With few pictures, train only the new "
+       "classifier.")
 
 state = ui()
 
@@ -67,9 +68,9 @@ with guard():
         st.session_state["layers_kind"] = kind
     if force or "layers_last_n" not in st.session_state:
         st.session_state["layers_last_n"] = min(max(n, 1), max(len(body), 1))
-    for g in body:
-        if force or f"layers_freeze_{g.name}" not in st.session_state:
-            st.session_state[f"layers_freeze_{g.name}"] = g.name in plan.frozen
+    for g in body:  # a switch per group: on = it learns (off = kept as it is, "frozen")
+        if force or f"layers_learns_{g.name}" not in st.session_state:
+            st.session_state[f"layers_learns_{g.name}"] = g.name not in plan.frozen
     st.session_state["layers_sync"] = sync
 
     def on_preset() -> None:
@@ -80,7 +81,7 @@ with guard():
         save()
 
     def on_toggle() -> None:
-        frozen = [g.name for g in body if st.session_state.get(f"layers_freeze_{g.name}")]
+        frozen = [g.name for g in body if not st.session_state.get(f"layers_learns_{g.name}")]
         state.freeze = freeze_from_toggles(names, frozen, CLASSIFIER_GROUP,
                                            (state.freeze or {}).get("layer_lr_decay", 1.0))
         save()
@@ -91,40 +92,46 @@ with guard():
              "none": "Fine-tune everything", "scratch": "From scratch"}
     left, right = st.columns([3, 2])
     with left:
-        st.radio("Preset", kinds, format_func=lambda k: short[k] + (" (recommended)" if k == "head" else ""),
-                 key="layers_kind", on_change=on_preset, horizontal=True)
+        st.radio("How much of the model learns", kinds,
+                 format_func=lambda k: short[k] + (" (recommended)" if k == "head" else ""),
+                 key="layers_kind", on_change=on_preset, horizontal=True,
+                 help="Presets. Technical names: head (only the new classifier learns), last:N (the last N "
+                      "groups are fine-tuned too), none (nothing is frozen), scratch (random start, no "
+                      "pretrained weights).")
     with right:
         if st.session_state.get("layers_kind") == "last" and len(body) > 1:
             st.slider("How many of the last groups learn", 1, len(body), key="layers_last_n", on_change=on_preset)
     if fcfg.frozen_groups is not None:
-        st.caption("Custom: your own choice of frozen groups (ticks below).")
+        st.caption("Custom: your own choice of which groups learn (switches below).")
     else:
         st.caption(preset_label(fcfg.preset))
     if fcfg.kind == "scratch":
         st.info("From scratch starts from random numbers instead of pretrained knowledge. It needs far more "
                 "pictures and time; use it to see how much pretraining helps.", icon=":material/casino:")
 
-    # The model drawn from input to output.
+    # The model drawn from input to output, as a grid of equal blocks: on a narrow screen (a
+    # projector at 1024x768) it wraps onto a second line instead of running off the right edge.
     blocks = []
-    for g in groups:
+    for i, g in enumerate(groups):
         frozen = g.name in plan.frozen
         colour = "#dde6f7" if frozen else ("#ffe7b3" if g.name == CLASSIFIER_GROUP else "#d7f0d8")
         border = "#3b6fd8" if frozen else ("#d89a3b" if g.name == CLASSIFIER_GROUP else "#3a9d4a")
-        tag = "frozen" if frozen else ("new, learns" if g.name == CLASSIFIER_GROUP else "learns")
+        tag = "kept as is" if frozen else ("new, learns" if g.name == CLASSIFIER_GROUP else "learns")
+        tip = html.escape(f"{g.description} (technical name: {g.label})")
+        arrow = '<span style="opacity:0.5">→</span>' if i else ""
         blocks.append(
-            f'<div style="flex:1 1 0;min-width:72px;background:{colour};border:2px solid {border};'
-            f'border-radius:10px;padding:6px 4px;text-align:center;font-size:0.8rem" title="{html.escape(g.description)}">'
-            f'<div style="font-weight:600">{html.escape(g.label)}</div>'
+            f'<div style="display:flex;align-items:stretch;gap:3px">{arrow}'
+            f'<div style="flex:1;background:{colour};border:2px solid {border};border-radius:10px;padding:6px 3px;'
+            f'text-align:center;font-size:0.78rem;line-height:1.25" title="{tip}">'
+            f'<div style="font-weight:600">{html.escape(group_title(g.name, g.label, g.description))}</div>'
             f'<div style="opacity:0.75">{format_params(g.num_params)}</div>'
-            f'<div style="font-size:0.7rem;color:{border}">{tag}</div></div>')
-    arrow = '<div style="align-self:center;opacity:0.5">→</div>'
-    st.markdown(
-        '<div style="display:flex;gap:4px;align-items:stretch;margin:8px 0 4px 0">'
-        '<div style="align-self:center;font-size:0.8rem">picture</div>' + arrow
-        + arrow.join(blocks) + arrow + '<div style="align-self:center;font-size:0.8rem">answer</div></div>',
-        unsafe_allow_html=True)
-    st.caption(":blue[**Blue**]: frozen, kept as pretrained · :green[**Green**]: learns from your pictures · "
-               ":orange[**Orange**]: the new classifier · numbers are parameters")
+            f'<div style="font-size:0.72rem;color:{border}">{tag}</div></div></div>')
+    st.markdown('<div style="font-size:0.8rem;opacity:0.7;margin-top:8px">picture → … → answer</div>'
+                '<div style="display:grid;grid-template-columns:repeat(auto-fit,minmax(5.6rem,1fr));gap:6px 3px;'
+                'margin:4px 0">' + "".join(blocks) + "</div>", unsafe_allow_html=True)
+    st.caption(":blue[**Blue**]: kept as it is (*frozen*) · :green[**Green**]: learns from your pictures · "
+               ":orange[**Orange**]: the new classifier · the numbers are each group's size: how many values "
+               "(*parameters*) it holds")
 
     fig = None
     try:
@@ -135,21 +142,24 @@ with guard():
     except Exception:
         fig = None
     if fig is not None:
-        with st.expander("Parameters per group (chart)"):
+        with st.expander("Size of each group (chart)"):
             st.plotly_chart(fig, key="layers_fig")
 
-    st.markdown("**Freeze or train each group**")
+    st.markdown("**Which groups learn**",
+                help="Switched on, a group learns from your pictures. Switched off, it is kept as it is "
+                     "(frozen): it keeps what it learned in pretraining and costs no training time.")
     for g in groups:
-        c1, c2, c3 = st.columns([1, 4, 1])
+        c1, c2, c3 = st.columns([1.3, 4, 1])
         with c1:
             if g.name == CLASSIFIER_GROUP:
-                st.toggle("Frozen", value=False, disabled=True, key="layers_freeze_classifier_fixed",
+                st.toggle("learns", value=True, disabled=True, key="layers_learns_classifier_fixed",
                           help="The new classifier always learns: it is the part that knows your categories.")
             else:
-                st.toggle("Frozen", key=f"layers_freeze_{g.name}", on_change=on_toggle,
+                st.toggle("learns", key=f"layers_learns_{g.name}", on_change=on_toggle,
                           disabled=fcfg.kind == "scratch")
         with c2:
-            st.markdown(f"**{g.label}** — {g.description}")
+            st.markdown(f"**{group_title(g.name, g.label, g.description)}** — {group_detail(g.description)}",
+                        help=f"Technical name: {g.label} (`{g.name}`)")
         with c3:
             st.markdown(f"{format_params(g.num_params)}")
 
@@ -157,8 +167,10 @@ with guard():
     m1, m2, m3 = st.columns(3)
     share = plan.trainable_params / max(plan.total_params, 1)
     m1.metric("Parameters that learn", format_params(plan.trainable_params), f"{share:.1%} of the model",
-              delta_color="off", delta_arrow="off")
-    m2.metric("Frozen parameters", format_params(plan.total_params - plan.trainable_params))
+              delta_color="off", delta_arrow="off",
+              help="Parameters are the numbers inside the model; training changes only these ones.")
+    m2.metric("Kept as they are", format_params(plan.total_params - plan.trainable_params),
+              help="Frozen parameters: the numbers training does not change.")
     epochs = state.train_config().epochs
     from tl_core.app import jobs
     from tl_core.app.timing import estimates_for, is_measured
@@ -191,13 +203,14 @@ with guard():
                 st.caption("Timing this setting is paused while a model trains.")
             return
         st.metric("Expected time", format_seconds(est.total_seconds(epochs)),
-                  f"{format_seconds(est.epoch_seconds)} per epoch", delta_color="off", delta_arrow="off",
-                  help=f"For {est.n_train} pictures to learn from and {est.n_val} to check with, {epochs} epochs, "
-                       f"on this computer: {format_seconds(est.prepare_seconds)} of preparation once, then each "
-                       "epoch" + (f"; corrected by {est.runs_used} earlier run(s) here." if est.runs_used else "."))
+                  f"{format_seconds(est.epoch_seconds)} per pass", delta_color="off", delta_arrow="off",
+                  help=f"For {est.n_train} pictures to learn from and {est.n_val} to check with, {epochs} passes "
+                       f"over them (epochs), on this computer: {format_seconds(est.prepare_seconds)} of preparation "
+                       "once, then each pass" + (f"; corrected by {est.runs_used} earlier run(s) here."
+                                                 if est.runs_used else "."))
         if est.mode == "features":
-            st.caption("Fast path: the frozen layers run once per picture, then every epoch only trains what is "
-                       "left.")
+            st.caption("Fast path: the layers kept as they are run once per picture, then every pass only trains "
+                       "what is left.")
 
     with m3:
         if n_images and jobs.active_job() is None and not is_measured(this_config()):

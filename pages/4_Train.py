@@ -11,12 +11,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import require_app, current_run_dir, figure, guard, header, need_data, save, ui, view_run
+from pages._shared import (require_app, current_run_dir, figure, guard, header, need_data, next_step, save, ui,
+                           view_run)
 from tl_core.app import jobs
 from tl_core.config import AUGMENTS, BALANCE_MODES, DEFAULT_LR, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
 from tl_core.runs import NOTE_MAX_CHARS, TITLE_MAX_CHARS, RunFolder, list_runs, list_trash, restore_run, trash_run
-from tl_core.app.formatting import format_seconds, format_when, markdown_safe, run_label, run_row
+from tl_core.app.formatting import (format_seconds, format_when, markdown_safe, model_title, preset_short, run_label,
+                                    run_row)
 from tl_core.app.live import live_view
 from tl_core.app.workspace import runs_dir
 from tl_core.runs.events import warning_title
@@ -70,8 +72,8 @@ def settings() -> TrainConfig | None:
             augment = st.selectbox("Augmentation (random flips, crops and colour changes)", list(AUGMENTS),
                                    index=list(AUGMENTS).index(current.augment), key="train_augment",
                                    help="Shows slightly changed copies of your pictures so the model does not "
-                                        "memorise them. Not used when only the classifier trains (the frozen "
-                                        "features are computed once).")
+                                        "memorise them. Not used when only the classifier trains (what the "
+                                        "layers kept as they are see is computed once).")
         with b:
             label_smoothing = st.slider("Label smoothing", 0.0, 0.3, value=float(current.label_smoothing), step=0.05,
                                         key="train_label_smoothing",
@@ -112,12 +114,12 @@ def expected_time(config: RunConfig) -> None:
         epochs = config.train.epochs
         st.caption(f":material/timer: Expected: about **{format_seconds(est.total_seconds(epochs))}** on this computer "
                    f"({format_seconds(est.prepare_seconds)} to prepare, then {format_seconds(est.epoch_seconds)} per "
-                   f"epoch{'; corrected by your earlier runs here' if est.runs_used else ''}). It stops earlier by "
+                   f"pass{'; corrected by your earlier runs here' if est.runs_used else ''}). It stops earlier by "
                    "itself when it stops improving.")
 
 
-PREPARE_SENTENCE = ("**Preparing** checks every picture, then reads each one once and runs the frozen layers "
-                    "on it once. That is what makes every epoch after it take only seconds.")
+PREPARE_SENTENCE = ("**Preparing** checks every picture, then reads each one once and runs the layers kept as "
+                    "they are on it once. That is what makes every pass after it take only seconds.")
 
 
 def segment_bar(view) -> None:
@@ -145,9 +147,10 @@ def draw(view) -> None:
     best = last.get("best_val_accuracy")
     if view.state == "finished":
         has_best = isinstance(best, (int, float)) and best >= 0
-        st.success(f"{view.message} Best validation accuracy: {best:.1%}." if has_best else view.message,
+        st.success(f"{view.message} Best accuracy on the pictures kept aside: {best:.1%}." if has_best
+                   else view.message,
                    icon=":material/celebration:")
-        st.page_link("pages/5_Results.py", label="See the results", icon=":material/bar_chart:")
+        next_step("results", "Next: see the results")
     elif view.state == "stopped":
         st.info(view.message or "Stopped.", icon=":material/stop:")
     elif view.state == "failed":
@@ -163,8 +166,10 @@ def draw(view) -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Epochs done", f"{view.epoch} / {view.epochs}" if view.epochs else "–",
               help="Passes over all your pictures that are finished; the same number as the bar and the sidebar.")
-    m2.metric("Best validation accuracy", f"{best:.1%}" if isinstance(best, (int, float)) and best >= 0 else "–")
-    m3.metric("Speed", f"{view.images_per_sec:,.0f} img/s" if view.images_per_sec else "–")
+    m2.metric("Best accuracy", f"{best:.1%}" if isinstance(best, (int, float)) and best >= 0 else "–",
+              help="On the pictures kept aside to check the model (the validation accuracy), at its best pass.")
+    m3.metric("Pictures a second", f"{view.images_per_sec:,.0f}" if view.images_per_sec else "–",
+              help="How fast it trains: pictures handled per second.")
     if view.active:
         m4.metric("Time left", format_seconds(view.eta_seconds) if view.eta_seconds is not None else "–")
     else:
@@ -182,8 +187,9 @@ def draw(view) -> None:
         d = view.info
         st.caption(f"{d.get('train_images')} pictures to learn from, {d.get('val_images')} to check with · "
                    f"{d.get('device', {}).get('name', '')} · "
-                   f"{'fast path: frozen features computed once' if d.get('mode') == 'features' else 'full model each step'}"
-                   f" · weights: {d.get('weights', '')}")
+                   + ("fast path: the kept layers run once per picture" if d.get("mode") == "features"
+                      else "full model each step")
+                   + f" · weights: {d.get('weights', '')}")
 
 
 @st.fragment(run_every=1.0)
@@ -408,14 +414,15 @@ with guard():
         model_cfg, freeze_cfg = state.model_config(), state.freeze_config()
         from tl_core.app.previews import split_words  # the split actually used: the folder's own val/ or N%
 
-        st.caption(f"Model **{model_cfg.name}** · layers: **{freeze_cfg.preset}**"
-                   f"{' (custom)' if freeze_cfg.frozen_groups is not None else ''} · "
-                   f"{split_words(root or state.data_root, state.val_fraction)}")
+        st.caption(f"Model **{model_title(model_cfg.name)}** · layers: "
+                   f"**{preset_short(freeze_cfg.preset, freeze_cfg.frozen_groups is not None)}** · "
+                   f"{split_words(root or state.data_root, state.val_fraction)}",
+                   help=f"Technical names: model `{model_cfg.name}`, layer preset `{freeze_cfg.preset}`.")
         train_cfg = settings()
         if train_cfg is not None and root is not None and not (view and view.active):
             expected_time(RunConfig(data=state.data_config(), model=model_cfg, freeze=freeze_cfg, train=train_cfg))
 
-        c1, c2, _ = st.columns([2, 1, 2])
+        c1, c2, _ = st.columns([3, 2, 3])
         with c1:
             start = st.button("Start training", type="primary", key="train_start", icon=":material/play_arrow:",
                               disabled=active_job is not None or train_cfg is None or root is None)

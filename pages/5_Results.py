@@ -7,6 +7,7 @@ import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, loaded_model, next_step, run_picker, thumb_grid
 import tl_core
+from tl_core.app.formatting import SCORE_WORDS
 from tl_core.app.previews import run_split
 from tl_core.results import evaluate, explain
 from tl_core.runs import RunFolder
@@ -26,7 +27,7 @@ def evaluation(run_dir: str, evaluate):
         saved = evaluate.load_evaluation(run_dir)
         if saved is not None:
             return saved
-    bar = st.progress(0.0, text="Checking the model on the validation pictures…")
+    bar = st.progress(0.0, text="Checking the model on the pictures kept aside…")
 
     def progress(done: int, total: int) -> None:
         bar.progress(done / total if total else 1.0, text=f"Checking the model: {done} of {total} pictures")
@@ -48,8 +49,9 @@ def confusion_with_cells(report, normalized: bool):
         x=[p for _, p in cells], y=[t for t, _ in cells], mode="markers", showlegend=False,
         marker=dict(size=28, symbol="square", opacity=0.0, color="#000"),
         selected=dict(marker=dict(opacity=0.25)), unselected=dict(marker=dict(opacity=0.0)),
-        customdata=[[t, p] for t, p in cells], hovertemplate="true %{customdata[0]} → predicted %{customdata[1]}"
-                                                            "<extra>click to see these pictures</extra>"))
+        customdata=[[t, p] for t, p in cells],
+        hovertemplate="true category %{customdata[0]} → the model said %{customdata[1]}"
+                      "<extra>click to see these pictures</extra>"))
     fig.update_layout(clickmode="event+select", dragmode=False)
     return fig, cells
 
@@ -67,12 +69,20 @@ with guard():
         st.info("This run is still training: these results use its best weights so far.", icon=":material/hourglass_top:")
 
     report = evaluation(run_dir, evaluate)
+    # The selections below belong to one run: another run starts with its own first categories
+    # and pictures (not "0 pictures of trouser" left over from the run looked at before).
+    if st.session_state.get("results_for_run") != run_dir:
+        for key in ("results_true", "results_pred", "results_last_pick", "results_cam_pick"):
+            st.session_state.pop(key, None)
+        st.session_state["results_for_run"] = run_dir
 
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Accuracy", f"{report.accuracy:.1%}", help="Share of the validation pictures it got right.")
+    c1.metric("Accuracy", f"{report.accuracy:.1%}",
+              help="Share of the pictures kept aside (never trained on) that it got right.")
     c2.metric("Balanced accuracy", f"{report.balanced_accuracy:.1%}",
               help="The average over categories of how many it found: fair even when categories differ in size.")
-    c3.metric("F1 (average)", f"{report.macro_f1:.2f}", help="Combines precision and recall; 1.0 is perfect.")
+    c3.metric("Overall score", f"{report.macro_f1:.2f}",
+              help="F1 score (macro average): combines precision and recall over all categories; 1.0 is perfect.")
     split = run_split(run_dir)
     c4.metric("Pictures checked", report.n, help="Pictures the model never trained on (where from: just below).")
     if split is not None:
@@ -82,17 +92,20 @@ with guard():
         st.warning(f"{len(report.skipped)} pictures could not be read and were left out.", icon=":material/image:")
 
     st.subheader("Per category")
-    st.caption("**Precision**: when it says *this category*, how often it is right. **Recall**: of the pictures "
-               "of this category, how many it found.")
-    left, right = st.columns([2, 3])
-    with left:
-        st.dataframe([{"Category": c, "Precision": round(v["precision"], 3), "Recall": round(v["recall"], 3),
-                       "F1": round(v["f1"], 3), "Pictures": v["support"]} for c, v in report.per_class.items()],
-                     hide_index=True)
-    with right:
-        fig = figure("per_class_bars", report.per_class)
-        if fig is not None:
-            st.plotly_chart(fig, key="results_per_class")
+    right_words, found_words, score_words = (SCORE_WORDS[k][0] for k in ("precision", "recall", "f1"))
+    st.caption(f"**{right_words}**: when it says *this category*, how often it is right. **{found_words}**: of "
+               f"the pictures of this category, how many it found. **{score_words}**: the two together (1 is "
+               "perfect).")
+    # one under the other: side by side, the table's columns were cut off on a 1024-pixel screen
+    st.dataframe([{"Category": c, right_words: round(v["precision"], 2), found_words: round(v["recall"], 2),
+                   score_words: round(v["f1"], 2), "Pictures": v["support"]} for c, v in report.per_class.items()],
+                 hide_index=True, width="content",
+                 column_config={words: st.column_config.NumberColumn(words, help=SCORE_WORDS[k][1], format="%.2f")
+                                for k, words in (("precision", right_words), ("recall", found_words),
+                                                 ("f1", score_words))})
+    fig = figure("per_class_bars", report.per_class)
+    if fig is not None:
+        st.plotly_chart(fig, key="results_per_class")
 
     st.subheader("Confusion matrix")
     st.caption("Rows: the true category. Columns: what the model said. The diagonal is right; everything else is a "
@@ -136,13 +149,16 @@ with guard():
                "shortcut (a background, a watermark) instead of the object.")
     wrong = report.most_confident_wrong(12)
     if not wrong:
-        st.success("No mistakes on the validation pictures.", icon=":material/celebration:")
+        st.success("No mistakes on the pictures kept aside.", icon=":material/celebration:")
     else:
         thumb_grid(wrong, lambda it: f"is {it['true']}, said {it['pred']} ({it['confidence']:.0%})", columns=6,
                    limit=12)
 
-    st.subheader("What did it look at?")
-    st.caption("Grad-CAM colours the parts of the picture that pushed the model towards its answer (red = most).")
+    st.subheader("What it looked at",
+                 help="Grad-CAM: a heat map of the parts of the picture that pushed the model's answer up.")
+    st.caption("The colours show the parts of the picture that pushed the model towards its answer (red = most). "
+               "On a picture that is not square, greyed edges are parts the model did not see: it looks at the "
+               "square in the middle.")
     if report.items:
         options = [it["path"] for it in (wrong or [])] + [it["path"] for it in report.items
                                                           if it["true"] == it["pred"]][:30]
@@ -156,9 +172,9 @@ with guard():
 
                 loaded = loaded_model(run_dir)
                 image = load_image(chosen)
-                with st.spinner("Computing Grad-CAM…"):
+                with st.spinner("Working out where it looked…"):
                     heat = explain.gradcam(loaded, image)
-                    over = explain.overlay(image, heat)
+                    over = explain.overlay(image, heat, keep_shape=True, preprocessing=loaded.preprocessing)
                 x, y, _ = st.columns([1, 1, 2])
                 x.image(image, caption="The picture", width="stretch")
                 y.image(over, caption=f"Where it looked (said {by_path[chosen]['pred']})", width="stretch")

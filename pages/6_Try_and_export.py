@@ -63,23 +63,34 @@ with guard():
                 else:
                     st.dataframe([{"Category": t["label"], "Probability": f"{t['probability']:.1%}"} for t in top],
                                  hide_index=True)
-            if st.toggle("Show what it looked at (Grad-CAM)", value=True, key="try_cam"):
-                with st.spinner("Computing Grad-CAM…"):
-                    over = explain.overlay(image, explain.gradcam(loaded, image))
-                st.image(over, caption=f"Red: the parts that made it say {best['label']}", width=320)
+            if st.toggle("Show what it looked at", value=True, key="try_cam",
+                         help="Grad-CAM: a heat map of the parts of the picture that pushed the model's answer up."):
+                with st.spinner("Working out where it looked…"):
+                    over = explain.overlay(image, explain.gradcam(loaded, image), keep_shape=True,
+                                           preprocessing=loaded.preprocessing)
+                st.image(over, caption=f"Red: the parts that made it say {best['label']}"
+                                       + ("" if image.width == image.height
+                                          or loaded.preprocessing.crop_mode == "squash"
+                                          else " (greyed: the edges it did not see)"), width=420)
 
     st.subheader("Take it home")
-    st.caption("Each file is made when you click. ONNX and TorchScript files are checked against PyTorch on "
-               "real pictures before you get them. The bundle has the weights (safetensors), the category names, "
-               "the preprocessing, a small predict.py script and a model card.")
     run_name = Path(run_dir).name
-    a, b, c = st.columns(3)
+    a, b = st.columns([1, 2], vertical_alignment="center")
     a.download_button("Download the bundle (.zip)", data=lambda: export.bundle_zip_bytes(run_dir),
                       file_name=f"{run_name}.zip", mime="application/zip", key="try_dl_bundle",
-                      type="primary", icon=":material/inventory_2:", on_click="ignore")
-    prepared_download(b, "try_dl_onnx", run_dir, "ONNX (.onnx)", lambda: export.onnx_bytes(run_dir),
+                      type="primary", icon=":material/inventory_2:", on_click="ignore", width="stretch",
+                      help="The weights (safetensors), the category names, the preprocessing, a small predict.py "
+                           "script and a model card.")
+    b.caption("Everything needed to use your model in Python: the trained model, its category names and a "
+              "small script that classifies a photo. Made when you click.")
+    st.markdown("**Using it from another program?** The same model as a single file, checked against the "
+                "original on real pictures before you get it:")
+    c, d = st.columns(2)
+    prepared_download(c, "try_dl_onnx", run_dir, "ONNX (.onnx)", lambda: export.onnx_bytes(run_dir),
                       f"{run_name}.onnx", "application/octet-stream", icon=":material/sync_alt:",
                       help="For other languages and runtimes (ONNX Runtime, OpenCV, C#, JavaScript…).")
-    prepared_download(c, "try_dl_ts", run_dir, "TorchScript (.pt)", lambda: export.torchscript_bytes(run_dir),
+    prepared_download(d, "try_dl_ts", run_dir, "TorchScript (.pt)", lambda: export.torchscript_bytes(run_dir),
                       f"{run_name}.pt", "application/octet-stream", icon=":material/local_fire_department:",
                       help="For PyTorch programs without Transfer Lab (torch.jit.load).")
+    c.caption("For apps in other languages (C#, JavaScript, C++…).")
+    d.caption("For PyTorch programs.")

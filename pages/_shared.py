@@ -6,19 +6,36 @@ does not need Streamlit lives in :mod:`tl_core.app`.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import sys
 import threading
 import traceback
 from pathlib import Path
 
 import streamlit as st
 
-from tl_core.app import jobs
 from tl_core.errors import TransferLabError
 from tl_core.runs import list_runs
-from tl_core.app.formatting import format_seconds, run_label
+from tl_core.app.formatting import format_seconds, markdown_safe, model_title, preset_short, run_label
 from tl_core.app.live import live_view
 from tl_core.app.state import UIState, load_ui_state, pick_run_to_show, save_ui_state
 from tl_core.app.workspace import runs_dir
+
+
+class _Jobs:
+    """``tl_core.app.jobs``, imported on first real use: it imports PyTorch and timm (seconds on a laptop),
+    and the frame drawn before every page only asks whether a job runs, which none can before it exists."""
+
+    def __getattr__(self, name: str):
+        return getattr(importlib.import_module("tl_core.app.jobs"), name)
+
+    @staticmethod
+    def active_job():
+        active = getattr(sys.modules.get("tl_core.app.jobs"), "active_job", None)
+        return active() if active is not None else None
+
+
+jobs = _Jobs()
 
 PAGES = {
     "data": "pages/1_Data.py",
@@ -52,11 +69,25 @@ def running_from_app():
         _RUN.via_app = False
 
 
+def _icon():
+    """The tab icon, drawn from a file in assets/: a Material icon name here would make the browser
+    fetch it from Google's servers, and nothing may leave the machine."""
+    from PIL import Image
+
+    try:
+        return Image.open(Path(__file__).resolve().parent.parent / "assets" / "icon.png")
+    except OSError:
+        return None
+
+
 def app_frame(home):
     """What every run of the app draws around a page: page config, navigation, sidebar.
 
     Returns the page to run and the sidebar box for :func:`sidebar_choices`."""
-    st.set_page_config(page_title="Transfer Lab", page_icon=":material/science:", layout="wide")
+    presenting = presentation_mode()
+    st.set_page_config(page_title="Transfer Lab", page_icon=_icon(), layout="wide",
+                       initial_sidebar_state="collapsed" if presenting else "auto")
+    st.html(LAYOUT_CSS + (PRESENTATION_CSS if presenting else ""))
     page = st.navigation([
         st.Page(home, title="Home", icon=":material/home:", default=True, url_path="home"),
         st.Page(PAGES["data"], title="Data", icon=":material/folder:"),
@@ -70,8 +101,50 @@ def app_frame(home):
     with st.sidebar:
         choices = st.empty()
         sidebar_training()
+        presentation_toggle()
     sidebar_choices(choices)
     return page, choices
+
+
+# Projector-ready (issue 11): at 1024x768 labels wrap instead of being cut off ("Start t…"), and the
+# page keeps its width for the content (less empty margin on narrow screens).
+LAYOUT_CSS = """<style>
+@media (max-width: 1300px) {
+  [data-testid="stMainBlockContainer"] { padding: 3.5rem 1.5rem 6rem 1.5rem !important; }
+}
+[data-testid="stColumn"] [data-testid="stLayoutWrapper"]:has([data-testid="stPageLink"]),
+[data-testid="stColumn"]
+  [data-testid="stVerticalBlock"]:has(> [data-testid="stElementContainer"] > [data-testid="stPageLink"]) {
+  height: auto !important; flex: 1 0 auto !important; min-height: 9rem; overflow: visible !important;
+}  /* cards with a link (Home's steps) grow with their text instead of clipping it */
+button p, [data-testid="stPageLink"] p, [data-testid="stPageLink"] span, [data-testid="stMetricLabel"] *,
+[data-testid="stWidgetLabel"] p, [role="tab"] p, [data-testid="stMetricValue"] * {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+}
+[data-testid="stMetricValue"] p { overflow-wrap: anywhere; line-height: 1.15; }
+</style>"""
+
+# Presentation mode: bigger type everywhere (Streamlit sizes in rem), the sidebar folded away.
+PRESENTATION_CSS = """<style>
+html { font-size: 20px !important; }
+[data-testid="stMainBlockContainer"] { padding-top: 2.5rem; }
+</style>"""
+
+
+def presentation_mode() -> bool:
+    """Bigger type and the sidebar folded away, for a projector: off until switched on, then
+    remembered for this browser session (on every page)."""
+    return bool(st.session_state.get("tl_presentation_on", False))
+
+
+def presentation_toggle() -> None:
+    def changed() -> None:
+        st.session_state["tl_presentation_on"] = bool(st.session_state.get("tl_presentation"))
+
+    st.session_state["tl_presentation"] = presentation_mode()  # the widget follows the remembered choice
+    st.toggle("Presentation mode", key="tl_presentation", on_change=changed,
+              help="For a projector or a big screen: bigger type, and this sidebar folds away. Open it again "
+                   "with the arrow at the top left to switch back.")
 
 
 def require_app(page_file: str) -> None:  # noqa: ARG001 - kept for a clear call site in every page
@@ -173,7 +246,9 @@ def header(title: str, sentence: str) -> None:
 
 
 def next_step(key: str, label: str) -> None:
-    st.page_link(PAGES[key], label=label, icon=":material/arrow_forward:")
+    """The page's main way on: a real (primary) button, not a small link."""
+    if st.button(label, key=f"next_{key}", type="primary", icon=":material/arrow_forward:"):
+        st.switch_page(PAGES[key])
 
 
 def need_data() -> str | None:
@@ -209,17 +284,24 @@ def run_picker(key: str, label: str = "Run", only_with_weights: bool = False) ->
 
 def sidebar_choices(box) -> None:
     """What is chosen so far, drawn into ``box`` (an ``st.empty`` in the sidebar)."""
+    from tl_core.models.catalogue import RECOMMENDED_MODEL
+
     state = ui()
     data = Path(state.data_root).name if state.data_root else "not chosen yet"
     if state.data_source == "sample":
         data = "sample data"
     freeze = state.freeze or {}
+    name = state.model_name or RECOMMENDED_MODEL
+    preset = freeze.get("preset", "head")
+    custom = freeze.get("frozen_groups") is not None
+    model = model_title(name) + (" (recommended)" if name == RECOMMENDED_MODEL else "")
     with box.container():
         st.caption("Your choices")
-        st.markdown(f":material/folder: **Data:** {data}  \n"
-                    f":material/psychology: **Model:** {state.model_name or 'recommended'}  \n"
-                    f":material/layers: **Layers:** {freeze.get('preset', 'head')}"
-                    f"{' (custom)' if freeze.get('frozen_groups') is not None else ''}")
+        st.markdown(f":material/folder: **Data:** {markdown_safe(data)}  \n"
+                    f":material/psychology: **Model:** {markdown_safe(model)}  \n"
+                    f":material/layers: **Layers:** {preset_short(preset, custom)}",
+                    help=f"Technical names: model `{name}`, layer preset `{preset}`"
+                         f"{' with your own choice of frozen groups' if custom else ''}.")
 
 
 def sidebar_training() -> None:

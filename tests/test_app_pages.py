@@ -257,7 +257,7 @@ def test_model_page_lists_catalogue_recommends_and_chooses(env, monkeypatch):
     assert "Recommended" in body
     assert "ready offline" in body
     # 200 pictures x 0.05 s forward once + decoding: about 10-11 s for the recommended model
-    assert "for 10 epochs" in body and ("11 s" in body or "10 s" in body or "12 s" in body)
+    assert "10 passes" in body and ("11 s" in body or "10 s" in body or "12 s" in body)
     assert at.button(key=f"model_pick_{RECOMMENDED_MODEL}").disabled  # already chosen
     at.button(key="model_pick_tf_efficientnet_lite1").click().run()
     assert not at.exception
@@ -314,7 +314,7 @@ def test_layers_presets_and_toggles_change_trainable_count(env, fast_estimates):
 
     # untick one group in the middle: an explicit list overrides the preset
     at.radio(key="layers_kind").set_value("head").run()
-    at.toggle(key="layers_freeze_stage_3").set_value(False).run()
+    at.toggle(key="layers_learns_stage_3").set_value(True).run()
     assert not at.exception
     fc = ui_state(at).freeze_config()
     assert fc.frozen_groups is not None and "stage_3" not in fc.frozen_groups and "stem" in fc.frozen_groups
@@ -475,7 +475,7 @@ def test_results_page_metrics_confusion_and_cells(env, trained_run, monkeypatch)
     assert "Confusion matrix" in [s.value for s in at.subheader]
     per_class = at.dataframe[0].value
     assert set(per_class["Category"]) == {"bag", "sandal", "sneaker", "t-shirt", "trouser"}
-    assert {"Precision", "Recall", "F1"} <= set(per_class.columns)
+    assert {"Right when it says so", "Pictures it found", "Overall score"} <= set(per_class.columns)
     assert (trained_run / "eval_val.json").is_file()
     # choose a cell with the select boxes (the fallback for clicking the heat map)
     at.selectbox(key="results_true").set_value("trouser").run()
@@ -784,3 +784,92 @@ def test_trash_removes_the_run_and_undo_brings_it_back(env):
     assert len(restore) == 1
     _act(at, restore[0])
     assert list(_runs_table(at)["Run folder"]) == ["dogs-run", "cats-run"]
+
+
+# -- projector-ready and plain words (issue 11) -----------------------------------------------------
+
+def test_sidebar_says_the_model_and_layers_in_plain_words(env):
+    remember(env / "workspace", freeze={"preset": "last:2", "frozen_groups": None, "layer_lr_decay": 1.0})
+    at = app("pages/1_Data.py")
+    side = "\n".join(str(m.value) for m in at.sidebar.markdown)
+    assert "EfficientNet-Lite0 (recommended)" in side and "last 2 groups" in side, side
+    assert "tf_efficientnet_lite0" not in side and "last:2" not in side and "head" not in side, side
+    helps = [m.proto.help for m in at.sidebar.markdown if m.proto.help]
+    assert any("tf_efficientnet_lite0" in h and "last:2" in h for h in helps), helps   # technical names: tooltip
+    assert [t for t in at.sidebar.toggle if t.key == "tl_presentation"], "the presentation toggle is in the sidebar"
+    remember(env / "workspace", model_name="resnet18")
+    at = app("pages/1_Data.py")
+    side = "\n".join(str(m.value) for m in at.sidebar.markdown)
+    assert "ResNet-18" in side and "new classifier only" in side and "resnet18" not in side, side
+
+
+def test_presentation_mode_is_off_by_default_and_remembered_across_pages(env):
+    remember(env / "workspace")
+    at = app("pages/1_Data.py")
+    assert at.toggle(key="tl_presentation").value is False
+    at.toggle(key="tl_presentation").set_value(True).run()
+    assert not at.exception
+    assert at.session_state["tl_presentation_on"] is True
+    at.switch_page("pages/3_Layers.py").run()
+    assert not at.exception and at.toggle(key="tl_presentation").value is True
+
+
+def test_next_is_a_button_that_moves_on(env):
+    remember(env / "workspace")
+    at = app("pages/1_Data.py")
+    assert not [link for link in at.get("page_link") if "Next" in link.proto.label]
+    at.button(key="next_model").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(t.value == "Model" for t in at.title), [t.value for t in at.title]
+
+
+def test_layers_switches_say_learns_and_on_means_it_learns(env, fast_estimates):
+    remember(env / "workspace")
+    at = app("pages/3_Layers.py")
+    switches = [t for t in at.toggle if (t.key or "").startswith("layers_learns_")]
+    assert len(switches) >= 3 and all(t.label == "learns" for t in switches), [t.label for t in at.toggle]
+    assert not [t for t in at.toggle if t.label == "Frozen"]
+    fixed = at.toggle(key="layers_learns_classifier_fixed")
+    assert fixed.value is True and fixed.disabled           # the new classifier always learns
+    assert all(not t.value for t in switches if t.key != "layers_learns_classifier_fixed")  # head: nothing else
+    at.radio(key="layers_kind").set_value("none").run()
+    assert all(t.value for t in at.toggle if (t.key or "").startswith("layers_learns_"))
+    at.radio(key="layers_kind").set_value("head").run()
+    at.toggle(key="layers_learns_stage_2").set_value(True).run()   # switched on: it learns
+    assert not at.exception
+    fc = ui_state(at).freeze_config()
+    assert fc.frozen_groups is not None and "stage_2" not in fc.frozen_groups and "stem" in fc.frozen_groups
+    rows = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert any(r.startswith("**First layers** — ") for r in rows), rows    # plain names, not "Stem"
+    assert not any(r.startswith("**Stem**") or r.startswith("**Stage ") for r in rows), rows
+
+
+def test_results_selections_start_over_for_another_run(env, trained_run, monkeypatch):
+    import shutil
+
+    runs = env / "runs"
+    first = runs / trained_run.name
+    second = runs / (trained_run.name + "-again")
+    shutil.copytree(trained_run, first)
+    shutil.copytree(trained_run, second)
+    RunFolder.open(second).rename("The same run again")   # run pickers tell runs apart by their label
+    monkeypatch.setenv("TL_RUNS_DIR", str(runs))
+    remember(env / "workspace", run_dir=str(first))
+    at = app("pages/5_Results.py")
+    assert at.selectbox(key="results_run").value == str(first)
+    default_pair = (at.selectbox(key="results_true").value, at.selectbox(key="results_pred").value)
+    cam = at.selectbox(key="results_cam_pick")
+    default_cam = cam.value
+    classes = list(at.selectbox(key="results_true").options)
+    other = next((t, p) for t in reversed(classes) for p in classes if (t, p) != default_pair)
+    at.selectbox(key="results_true").set_value(other[0]).run()
+    at.selectbox(key="results_pred").set_value(other[1]).run()
+    at.selectbox(key="results_cam_pick").set_value(cam.options[-1]).run()
+    assert not at.exception
+    assert any(f"of *{other[0]}* that the model called *{other[1]}*" in m.value for m in at.markdown)
+    # another run: its own first categories and picture, not the pair looked at before
+    at.selectbox(key="results_run").set_value(str(second)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert (at.selectbox(key="results_true").value, at.selectbox(key="results_pred").value) == default_pair
+    assert at.selectbox(key="results_cam_pick").value == default_cam
+    assert any(f"of *{default_pair[0]}* that the model called *{default_pair[1]}*" in m.value for m in at.markdown)

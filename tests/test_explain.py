@@ -158,3 +158,28 @@ def test_overlay_and_colormap():
         overlay(img, np.zeros(5))
     with pytest.raises(TransferLabError):
         overlay(img, heat, alpha=2)
+
+
+def test_overlay_keeps_the_pictures_shape():
+    """Issue 11: a wide photo stays wide. The heat map (the model's square input) lands on the square
+    the model saw, the centre of the picture; the strips it never saw are greyed, not coloured."""
+    heat = np.zeros((32, 32), np.float32)
+    heat[:, 16:] = 1.0                                  # right half of what the model saw
+    wide = Image.new("RGB", (320, 200), (0, 0, 0))
+    out = overlay(wide, heat, alpha=1.0, keep_shape=True)
+    assert out.size == (320, 200)                       # the picture's own shape, not a square
+    arr = np.asarray(out).astype(int)
+    assert tuple(arr[100, 70]) == (0, 0, 128)           # seen square starts at x=60: left half cold
+    assert tuple(arr[100, 250]) == (128, 0, 0)          # ... and ends at x=260: right half hot
+    assert arr[100, 5].std() == 0 and arr[100, 5][0] > 60 and tuple(arr[100, 5]) == tuple(arr[100, 315])  # grey
+    tall = overlay(Image.new("RGB", (100, 300), (200, 200, 200)), heat, keep_shape=True)
+    assert tall.size == (100, 300)
+    big = overlay(Image.new("RGB", (4000, 3000)), heat, keep_shape=True, max_side=800)
+    assert big.size == (800, 600)                       # big photos are shown smaller, same shape
+    squash = Preprocessing(size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crop_mode="squash")
+    out = np.asarray(overlay(wide, heat, alpha=1.0, keep_shape=True, preprocessing=squash)).astype(int)
+    assert tuple(out[100, 5]) == (0, 0, 128) and tuple(out[100, 315]) == (128, 0, 0)   # all of it seen
+    # a square picture the size of the heat map: the same as the default overlay
+    square = Image.new("RGB", (32, 32), (90, 90, 90))
+    np.testing.assert_array_equal(np.asarray(overlay(square, heat, keep_shape=True)),
+                                  np.asarray(overlay(square, heat)))

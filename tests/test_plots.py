@@ -27,8 +27,8 @@ def _names(fig: go.Figure) -> list[str]:
 def test_training_curves():
     fig = training_curves(EPOCHS, BATCHES)
     assert isinstance(fig, go.Figure)
-    assert _names(fig) == ["Training loss (each step)", "Training loss", "Validation loss", "Training accuracy",
-                           "Validation accuracy"]
+    assert _names(fig) == ["Training loss (each step)", "Training loss", "Checking loss", "Training accuracy",
+                           "Checking accuracy"]
     step, train_loss, val_loss, train_acc, val_acc = fig.data
     assert step.opacity < 0.5                        # faint
     assert list(train_loss.x) == [1, 2, 3] and list(train_loss.y) == [1.2, 0.8, 0.5]
@@ -59,7 +59,7 @@ def test_training_curves_empty_and_without_batches():
 
 def test_class_counts_chart():
     fig = class_counts_chart({"cat": 30, "dog": 5}, {"cat": 8, "dog": 1, "bird": 2})
-    assert _names(fig) == ["Training", "Validation"] and fig.layout.barmode == "stack"
+    assert _names(fig) == ["For training", "For checking"] and fig.layout.barmode == "stack"
     assert list(fig.data[0].x) == ["cat", "dog", "bird"] and list(fig.data[0].y) == [30, 5, 0]
     assert list(fig.data[1].y) == [8, 1, 2]
     assert len(class_counts_chart({"a": 1}).data) == 1
@@ -75,7 +75,7 @@ def test_confusion_matrix_figure_counts_and_rates():
     assert hm.customdata[0][0][1] == pytest.approx(2 / 3) and hm.customdata[2][0][1] == 0   # row-normalised rate
     assert "true" in hm.hovertemplate and "%" in hm.hovertemplate
     assert list(hm.x) == ["cat", "dog", "bird"] and fig.layout.yaxis.autorange == "reversed"
-    assert fig.layout.xaxis.title.text == "predicted class" and fig.layout.yaxis.title.text == "true class"
+    assert fig.layout.xaxis.title.text == "what the model said" and fig.layout.yaxis.title.text == "true category"
     norm = confusion_matrix_figure(cm, ["cat", "dog", "bird"], normalized=True)
     assert norm.data[0].z[1][0] == pytest.approx(0.5) and norm.data[0].zmax == 1
     # from a report or its JSON, classes taken from it
@@ -92,7 +92,8 @@ def test_confusion_matrix_figure_counts_and_rates():
 def test_per_class_bars():
     fig = per_class_bars({"cat": {"precision": 0.5, "recall": 2 / 3, "f1": 4 / 7, "support": 3},
                           "bird": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}})
-    assert _names(fig) == ["Precision", "Recall", "F1"] and fig.layout.barmode == "group"
+    assert _names(fig) == ["Right when it says so", "Pictures it found", "Overall score"]
+    assert fig.layout.barmode == "group"
     assert list(fig.data[1].y) == pytest.approx([2 / 3, 0.0]) and list(fig.data[0].x) == ["cat", "bird"]
     assert list(fig.data[0].customdata) == [3, 2]
 
@@ -113,7 +114,8 @@ def test_layer_groups_figure():
               {"name": "classifier", "label": "New classifier", "num_params": 3843, "frozen": False}]
     fig = layer_groups_figure(groups)
     frozen, trained, new = fig.data
-    assert frozen.name.startswith("Frozen") and trained.name == "Trained" and new.name.startswith("New classifier")
+    assert frozen.name.startswith("Kept") and trained.name.startswith("Learns")
+    assert new.name.startswith("New classifier")
     assert list(frozen.x) == ["Stem", "Stage 1"] and list(trained.x) == ["Final layers"]
     assert list(new.x) == ["New classifier"]
     assert list(fig.layout.xaxis.categoryarray) == ["Stem", "Stage 1", "Final layers", "New classifier"]
@@ -131,3 +133,31 @@ def test_layer_groups_from_a_real_freeze_plan():
     fig = layer_groups_figure(plan.to_dict()["groups"])
     assert sum(len(t.x) for t in fig.data) == len(plan.groups)
     assert len(fig.data[1].x) == 1 and len(fig.data[2].x) == 1   # last group trained, plus the classifier
+
+
+def test_charts_say_category_and_plain_words():
+    """Issue 11: the text says "category", so do the charts; the technical names stay in the hovers."""
+    figs = [training_curves(EPOCHS, BATCHES), class_counts_chart({"cat": 3}, {"cat": 1}),
+            confusion_matrix_figure([[1, 0], [0, 1]], ["cat", "dog"]),
+            per_class_bars({"cat": {"precision": 1, "recall": 1, "f1": 1, "support": 1}}),
+            topk_bars([{"label": "cat", "probability": 0.9}])]
+    for fig in figs:
+        words = [fig.layout[axis].title.text or "" for axis in ("xaxis", "yaxis", "xaxis2", "yaxis2")
+                 if axis in fig.layout] + [t.name or "" for t in fig.data]
+        text = " ".join(words).lower()
+        for jargon in ("class", "validation", "precision", "recall", "f1"):
+            assert jargon not in text.split() and f"{jargon} " not in text, (jargon, words)
+    bars = per_class_bars({"cat": {"precision": 0.5, "recall": 1, "f1": 0.67, "support": 2}})
+    assert "Precision" in bars.data[0].hovertemplate and "F1" in bars.data[2].hovertemplate
+
+
+def test_layer_groups_figure_names_groups_in_plain_words():
+    groups = [{"name": "stem", "label": "Stem", "num_params": 10, "frozen": True,
+               "description": "The first layers: they see raw pixels."},
+              {"name": "stage_1", "label": "Stage 1", "num_params": 20, "frozen": True,
+               "description": "Early layers: simple shapes and patterns."},
+              {"name": "classifier", "label": "New classifier", "num_params": 5, "frozen": False,
+               "description": "The new output layer."}]
+    fig = layer_groups_figure(groups)
+    assert list(fig.layout.xaxis.categoryarray) == ["First layers", "Early layers 1", "New classifier"]
+    assert fig.data[0].customdata[0][0] == "Stem"   # the technical label, in the hover

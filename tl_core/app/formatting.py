@@ -64,9 +64,9 @@ def model_title(name: str | None) -> str:
     if not name or name == "?":
         return "?"
     try:
-        from tl_core.models.catalogue import get_model_info
+        from tl_core.models.catalogue import model_title_of
 
-        return get_model_info(name).title
+        return model_title_of(name)
     except Exception:
         return str(name)
 
@@ -160,3 +160,39 @@ def markdown_safe(text: str) -> str:
     """``text`` shown as typed inside Streamlit markdown (headings, captions): markdown, emoji
     shortcodes and LaTeX characters are escaped."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+# -- plain words for what the pages show (the technical name goes in a tooltip) ---------------------
+
+# Per-category scores: (plain column name, tooltip with the technical name).
+SCORE_WORDS = {
+    "precision": ("Right when it says so", "Precision: when the model says this category, how often it is right."),
+    "recall": ("Pictures it found", "Recall: of the pictures of this category, how many the model found."),
+    "f1": ("Overall score", "F1 score: one number that combines precision and recall; 1.0 is perfect."),
+}
+
+
+def group_title(name: str, label: str, description: str) -> str:
+    """A layer group's name in plain words: "First layers", "Early layers 2", "New classifier".
+
+    The words come from the group's own description ("Early layers: simple shapes…"), numbered
+    with the technical stage number when several groups share them; the technical label
+    ("Stage 2") stays for the tooltip."""
+    if name == "classifier":
+        return label or "New classifier"
+    head = (description or "").split(":", 1)[0].strip() if ":" in (description or "") else ""
+    if not head:
+        return label or name
+    if head.lower().startswith("the "):
+        head = head[4:]
+    head = head[:1].upper() + head[1:]
+    number = name.rsplit("_", 1)[1] if name.startswith("stage_") and name.rsplit("_", 1)[1].isdigit() else ""
+    return f"{head} {number}".strip()
+
+
+def group_detail(description: str) -> str:
+    """What a layer group does, without its plain name: "simple shapes and patterns." """
+    text = description or ""
+    if ":" in text:
+        text = text.split(":", 1)[1].strip()
+    return text[:1].upper() + text[1:] if text else ""

@@ -96,39 +96,41 @@ def training_curves(epoch_logs: list[dict], batch_events: list[dict] | None = No
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="Training loss (each step)",
                                      line=dict(color=TRAIN_COLOR, width=1), opacity=0.3,
                                      hovertemplate="epoch %{x:.2f}<br>loss %{y:.4f}<extra></extra>"), row=1, col=1)
+    # "checking": the pictures kept aside to check the model (validation), as the Data page says
     for key, name, color, col in (("train_loss", "Training loss", TRAIN_COLOR, 1),
-                                  ("val_loss", "Validation loss", VAL_COLOR, 1),
+                                  ("val_loss", "Checking loss", VAL_COLOR, 1),
                                   ("train_accuracy", "Training accuracy", TRAIN_COLOR, 2),
-                                  ("val_accuracy", "Validation accuracy", VAL_COLOR, 2)):
+                                  ("val_accuracy", "Checking accuracy", VAL_COLOR, 2)):
         xs, ys = _series(logs, key)
         fmt = "%{y:.1%}" if col == 2 else "%{y:.4f}"
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name,
                                  line=dict(color=color, width=2, dash="solid" if key.startswith("train") else "dot"),
                                  hovertemplate=f"epoch %{{x}}<br>{name.lower()} {fmt}<extra></extra>"), row=1, col=col)
-    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_xaxes(title_text="passes over your pictures (epochs)", rangemode="tozero")
     fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.02], row=1, col=2)
     if not logs:
-        fig.add_annotation(text="The curves appear after the first epoch.", showarrow=False,
+        fig.add_annotation(text="The curves appear after the first epoch (pass over your pictures).", showarrow=False,
                            xref="paper", yref="paper", x=0.5, y=0.5)
     fig.update_layout(**LAYOUT, height=360)
     return fig
 
 
 def class_counts_chart(counts: dict[str, int], val_counts: dict | None = None) -> go.Figure:
-    """Images per class (training, and validation stacked on top when given): imbalance is
-    visible at a glance."""
+    """Pictures per category (for training, and for checking stacked on top when given): imbalance
+    is visible at a glance."""
     counts = dict(counts or {})
     classes = list(counts) + [c for c in (val_counts or {}) if c not in counts]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=classes, y=[counts.get(c, 0) for c in classes], name="Training",
+    fig.add_trace(go.Bar(x=classes, y=[counts.get(c, 0) for c in classes], name="For training",
                          marker_color=TRAIN_COLOR, text=[counts.get(c, 0) for c in classes], textposition="inside",
-                         hovertemplate="%{x}: %{y} training images<extra></extra>"))
+                         hovertemplate="%{x}: %{y} pictures for training<extra></extra>"))
     if val_counts:
-        fig.add_trace(go.Bar(x=classes, y=[val_counts.get(c, 0) for c in classes], name="Validation",
+        fig.add_trace(go.Bar(x=classes, y=[val_counts.get(c, 0) for c in classes], name="For checking",
                              marker_color=VAL_COLOR, text=[val_counts.get(c, 0) for c in classes],
-                             textposition="inside", hovertemplate="%{x}: %{y} validation images<extra></extra>"))
-    fig.update_layout(**LAYOUT, barmode="stack", height=320, xaxis_title="class", yaxis_title="images")
+                             textposition="inside",
+                             hovertemplate="%{x}: %{y} pictures kept aside for checking<extra></extra>"))
+    fig.update_layout(**LAYOUT, barmode="stack", height=320, xaxis_title="category", yaxis_title="pictures")
     fig.update_xaxes(type="category")
     return fig
 
@@ -149,7 +151,7 @@ def _confusion_parts(report_or_confusion: Any, classes: Sequence[str] | None) ->
         from tl_core.errors import TransferLabError
 
         raise TransferLabError(f"The confusion matrix must be {len(names)} x {len(names)}, one row and one column "
-                               "per class.")
+                               "per category.")
     return matrix, [str(c) for c in names]
 
 
@@ -172,43 +174,46 @@ def confusion_matrix_figure(report_or_confusion: Any, classes: Sequence[str] | N
         z=rates if normalized else matrix, x=names, y=names, customdata=custom,
         text=[[str(v) for v in row] for row in matrix], texttemplate="%{text}", colorscale="Blues",
         zmin=0, zmax=1 if normalized else max([1] + [v for row in matrix for v in row]),
-        colorbar=dict(title="share" if normalized else "images", tickformat=".0%" if normalized else None),
-        hovertemplate="true: %{y}<br>predicted: %{x}<br>%{customdata[0]} images<br>"
-                      "%{customdata[1]:.1%} of the true class<extra></extra>"))
-    fig.update_xaxes(title_text="predicted class", type="category", side="bottom")
-    fig.update_yaxes(title_text="true class", type="category", autorange="reversed")
+        colorbar=dict(title="share" if normalized else "pictures", tickformat=".0%" if normalized else None),
+        hovertemplate="true category: %{y}<br>the model said: %{x}<br>%{customdata[0]} pictures<br>"
+                      "%{customdata[1]:.1%} of the pictures of %{y}<extra></extra>"))
+    fig.update_xaxes(title_text="what the model said", type="category", side="bottom")
+    fig.update_yaxes(title_text="true category", type="category", autorange="reversed")
     size = max(320, min(900, 60 * len(names) + 160))
     fig.update_layout(template="plotly_white", margin=dict(l=40, r=20, t=30, b=40), height=size)
     return fig
 
 
 def per_class_bars(per_class: dict) -> go.Figure:
-    """Precision, recall and F1 side by side for each class, with the number of images."""
+    """Precision, recall and F1 side by side for each category, with the number of pictures, under
+    plain names (the technical name in the hover)."""
+    from tl_core.app.formatting import SCORE_WORDS
+
     names = list(per_class or {})
     fig = go.Figure()
-    for key, label, color in (("precision", "Precision", TRAIN_COLOR), ("recall", "Recall", VAL_COLOR),
-                              ("f1", "F1", TRAINABLE_COLOR)):
+    for key, color in (("precision", TRAIN_COLOR), ("recall", VAL_COLOR), ("f1", TRAINABLE_COLOR)):
+        label, tech = SCORE_WORDS[key][0], SCORE_WORDS[key][1].split(":")[0]
         ys = [_num(per_class[c].get(key)) or 0.0 for c in names]
         support = [per_class[c].get("support", "?") for c in names]
         fig.add_trace(go.Bar(x=names, y=ys, name=label, marker_color=color, customdata=support,
                              text=[f"{y:.0%}" for y in ys], textposition="outside",
-                             hovertemplate=f"%{{x}}<br>{label.lower()} %{{y:.1%}}<br>%{{customdata}} images"
-                                           "<extra></extra>"))
+                             hovertemplate=f"%{{x}}<br>{label.lower()} ({tech}) %{{y:.1%}}<br>%{{customdata}} "
+                                           "pictures<extra></extra>"))
     fig.update_layout(**LAYOUT, barmode="group", height=340)
-    fig.update_xaxes(title_text="class", type="category")
+    fig.update_xaxes(title_text="category", type="category")
     fig.update_yaxes(title_text="score", tickformat=".0%", range=[0, 1.12])
     return fig
 
 
 def topk_bars(topk: list[dict]) -> go.Figure:
-    """Horizontal probability bars, most likely class on top."""
+    """Horizontal probability bars, most likely category on top."""
     rows = [(str(t.get("label")), _num(t.get("probability")) or 0.0) for t in (topk or [])]
     rows.sort(key=lambda r: r[1])  # plotly draws the first bar at the bottom
     fig = go.Figure(go.Bar(x=[p for _, p in rows], y=[lab for lab, _ in rows], orientation="h",
                            marker_color=[VAL_COLOR if i == len(rows) - 1 else TRAIN_COLOR for i in range(len(rows))],
                            text=[f"{p:.1%}" for _, p in rows], textposition="auto",
                            hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    fig.update_xaxes(range=[0, 1], tickformat=".0%", title_text="probability")
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", title_text="how sure")
     fig.update_yaxes(type="category")
     fig.update_layout(template="plotly_white", margin=dict(l=20, r=20, t=20, b=40),
                       height=max(160, 40 * len(rows) + 80), showlegend=False)
@@ -217,9 +222,13 @@ def topk_bars(topk: list[dict]) -> go.Figure:
 
 def layer_groups_figure(groups: list[dict]) -> go.Figure:
     """The model as a row of blocks from the input (left) to the classifier (right); the block
-    height grows with the parameter count (log scale), colour says frozen, trained or new."""
+    height grows with the parameter count (log scale), colour says kept as it is (frozen), learns,
+    or new. Groups are named in plain words (their technical label in the hover)."""
+    from tl_core.app.formatting import group_title
+
     groups = [g for g in (groups or []) if isinstance(g, dict)]
-    labels = [str(g.get("label") or g.get("name")) for g in groups]
+    labels = [group_title(str(g.get("name") or ""), str(g.get("label") or g.get("name")),
+                          str(g.get("description") or "")) for g in groups]
     fig = go.Figure()
 
     def kind(g: dict) -> str:
@@ -227,9 +236,9 @@ def layer_groups_figure(groups: list[dict]) -> go.Figure:
             return "classifier"
         return "frozen" if g.get("frozen") else "trained"
 
-    for key, name, color in (("frozen", "Frozen (kept as pretrained)", FROZEN_COLOR),
-                             ("trained", "Trained", TRAINABLE_COLOR),
-                             ("classifier", "New classifier (always trained)", CLASSIFIER_COLOR)):
+    for key, name, color in (("frozen", "Kept as it is (frozen)", FROZEN_COLOR),
+                             ("trained", "Learns from your pictures", TRAINABLE_COLOR),
+                             ("classifier", "New classifier (always learns)", CLASSIFIER_COLOR)):
         sel = [i for i, g in enumerate(groups) if kind(g) == key]
         if not sel and key == "classifier":
             continue
@@ -237,14 +246,18 @@ def layer_groups_figure(groups: list[dict]) -> go.Figure:
             x=[labels[i] for i in sel], y=[max(1, int(_num(groups[i].get("num_params")) or 0)) for i in sel],
             name=name, marker_color=color, marker_line=dict(color="#333", width=1),
             text=[_human(groups[i].get("num_params")) for i in sel], textposition="outside",
-            customdata=[[groups[i].get("name"), groups[i].get("description", "")] for i in sel],
-            hovertemplate="%{x}<br>%{text} parameters<br>%{customdata[1]}<extra></extra>"))
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels, title_text="input  →  output")
-    fig.update_yaxes(type="log", title_text="parameters (log scale)")
+            customdata=[[groups[i].get("label") or groups[i].get("name"), groups[i].get("description", "")]
+                        for i in sel],
+            hovertemplate="%{x} (%{customdata[0]})<br>%{text} numbers (parameters)<br>%{customdata[1]}"
+                          "<extra></extra>"))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels,
+                     title_text="picture  →  answer")
+    fig.update_yaxes(type="log", title_text="size (log scale)")
     trainable = sum(int(_num(g.get("num_params")) or 0) for g in groups if not g.get("frozen"))
     total = sum(int(_num(g.get("num_params")) or 0) for g in groups)
     fig.update_layout(**LAYOUT, barmode="overlay", bargap=0.15, height=340,
-                      title=dict(text=f"Trained: {_human(trainable)} of {_human(total)} parameters", x=0, y=0.98))
+                      title=dict(text=f"Learns: {_human(trainable)} of {_human(total)} numbers (parameters)",
+                                 x=0, y=0.98))
     return fig
 
 
@@ -274,7 +287,7 @@ def compare_curves_figure(curves: dict[str, list[dict]]) -> go.Figure:
                                      line=dict(color=color, width=2, dash=dash),
                                      hovertemplate=f"{label}<br>epoch %{{x}}<br>{suffix} {fmt}<extra></extra>"),
                           row=1, col=col)
-    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_xaxes(title_text="passes over your pictures (epochs)", rangemode="tozero")
     fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.02], row=1, col=2)
     fig.update_layout(**{**LAYOUT, "legend": dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0)},

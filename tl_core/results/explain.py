@@ -187,11 +187,31 @@ def jet(heat: np.ndarray) -> np.ndarray:
     return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
-def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:
-    """The heat map in jet colours blended over the image (as the model saw it, same size).
+def _seen_box(width: int, height: int, crop_pct: float, crop_mode: str) -> tuple[float, float, float, float]:
+    """(left, top, width, height) of the part of a ``width`` x ``height`` picture that the model's
+    square input shows, in the picture's pixels: timm's eval recipe resizes the short side (the long
+    one for "border", both for "squash") to ``size / crop_pct`` and centre-crops ``size``."""
+    c = min(max(float(crop_pct or 1.0), 1e-3), 1.0)
+    if crop_mode == "squash":
+        bw, bh = width * c, height * c
+    else:
+        bw = bh = (max(width, height) if crop_mode == "border" else min(width, height)) * c
+    return (width - bw) / 2.0, (height - bh) / 2.0, bw, bh
 
-    An image of another size is resized and centre-cropped to the heat map's size, the way the
-    model's preprocessing does it, so the colours sit on the pixels they describe.
+
+def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45, *, keep_shape: bool = False,
+            preprocessing: Any = None, max_side: int = 1024) -> Image.Image:
+    """The heat map in jet colours blended over the image.
+
+    By default the result is the image as the model saw it, at the heat map's size: an image of
+    another size is resized and centre-cropped to it, the way the model's preprocessing does it, so
+    the colours sit on the pixels they describe.
+
+    ``keep_shape=True`` keeps the picture's own shape instead (a wide photo stays wide; its long
+    side at most ``max_side`` pixels): the heat map, computed on the model's square input, is
+    resized onto the part of the picture that square shows (the centre, after the resize and crop
+    of ``preprocessing``, the run's :class:`~tl_core.models.preprocess.Preprocessing`; the
+    default recipe when None), and the parts the model never saw are shown greyed.
     """
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim != 2 or heat.size == 0:
@@ -199,9 +219,35 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.
     if not 0.0 <= alpha <= 1.0:
         raise TransferLabError("The heat map opacity must be between 0 and 1.")
     h, w = heat.shape
-    base = np.asarray(_fit_to(image.convert("RGB"), (w, h)), dtype=np.float32)
-    mixed = (1.0 - alpha) * base + alpha * jet(heat).astype(np.float32)
-    return Image.fromarray(np.clip(mixed + 0.5, 0, 255).astype(np.uint8), "RGB")
+    if not keep_shape:
+        base = np.asarray(_fit_to(image.convert("RGB"), (w, h)), dtype=np.float32)
+        mixed = (1.0 - alpha) * base + alpha * jet(heat).astype(np.float32)
+        return Image.fromarray(np.clip(mixed + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+    picture = image.convert("RGB")
+    if max(picture.size) > max_side:  # a 12-megapixel photo need not be blended at full size
+        scale = max_side / max(picture.size)
+        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                 Image.BICUBIC)
+    W, H = picture.size
+    left, top, bw, bh = _seen_box(W, H, getattr(preprocessing, "crop_pct", 1.0),
+                                  getattr(preprocessing, "crop_mode", "center"))
+    # the heat map stretched over the seen box, then cut to the picture (a "border" box is bigger)
+    x0, y0 = int(round(left)), int(round(top))
+    bw_i, bh_i = max(1, int(round(bw))), max(1, int(round(bh)))
+    resized = np.asarray(Image.fromarray(np.clip(heat, 0.0, 1.0), "F").resize((bw_i, bh_i), Image.BILINEAR),
+                         dtype=np.float32)
+    full = np.zeros((H, W), np.float32)
+    seen = np.zeros((H, W), bool)
+    px0, py0, px1, py1 = max(0, x0), max(0, y0), min(W, x0 + bw_i), min(H, y0 + bh_i)
+    if px1 > px0 and py1 > py0:
+        full[py0:py1, px0:px1] = resized[py0 - y0:py1 - y0, px0 - x0:px1 - x0]
+        seen[py0:py1, px0:px1] = True
+    base = np.asarray(picture, dtype=np.float32)
+    mixed = (1.0 - alpha) * base + alpha * jet(full).astype(np.float32)
+    unseen = 0.45 * base + 0.55 * 200.0  # greyed: the model never saw these parts
+    out = np.where(seen[..., None], mixed, unseen)
+    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
 def explain(loaded: Any, image: Image.Image, target: int | str | None = None, alpha: float = 0.45) -> dict:

@@ -18,6 +18,14 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TL_CACHE_DIR", str(base / "tl-cache"))
     monkeypatch.setenv("TL_RUNS_DIR", str(base / "runs-default"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    # the app measures models in a background thread: it must not go on into the next test
+    # (it would time models under that test's settings and use its CPU)
+    import sys
+
+    timing = sys.modules.get("tl_core.app.timing")
+    if timing is not None:
+        timing.stop_background()
 
 
 @pytest.fixture(scope="session")

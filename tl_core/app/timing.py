@@ -101,14 +101,22 @@ def _is_busy(state: dict) -> bool:
 _EXITING = threading.Event()
 
 
+def stop_background(timeout: float = 60.0) -> None:
+    """Drop what is still queued and wait for the measurement under way to end (used at exit, and
+    by the tests so that one test's timing never runs during the next)."""
+    with _LOCK:
+        _STATE["queue"].clear()
+        thread = _STATE.get("thread")
+    if isinstance(thread, threading.Thread) and thread.is_alive():
+        thread.join(timeout=timeout)
+
+
 @atexit.register
 def _finish_before_exit() -> None:
     """Let a measurement that is under way end before the interpreter does: a daemon thread still
     inside PyTorch while Python finalises aborts the process ("terminate called...")."""
     _EXITING.set()
-    thread = _STATE.get("thread")
-    if isinstance(thread, threading.Thread) and thread.is_alive():
-        thread.join(timeout=60)
+    stop_background()
 
 
 def _worker(state: dict, device: str) -> None:
@@ -190,4 +198,4 @@ def background_errors() -> dict[str, str]:
         return dict(_STATE["errors"])
 
 
-__all__ = ["measure_in_background", "measure_forward_in_background", "estimates_for", "is_measured", "planned_split", "background_errors", "POLL_SECONDS", "Job"]
+__all__ = ["stop_background", "measure_in_background", "measure_forward_in_background", "estimates_for", "is_measured", "planned_split", "background_errors", "POLL_SECONDS", "Job"]

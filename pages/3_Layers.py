@@ -7,7 +7,7 @@ import html
 import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
-from tl_core.config import FreezeConfig, parse_preset
+from tl_core.config import parse_preset
 from tl_core.errors import ConfigError
 from tl_core.app.formatting import format_params, format_seconds, group_detail, group_title, preset_label
 from tl_core.app.previews import quick_counts

@@ -16,7 +16,7 @@ import streamlit as st
 
 from tl_core.errors import TransferLabError
 from tl_core.runs import list_runs
-from tl_core.app.formatting import format_seconds, markdown_safe, model_title, preset_short, run_label
+from tl_core.app.formatting import markdown_safe, model_title, preset_short, run_label
 from tl_core.app.live import live_view
 from tl_core.app.state import UIState, load_ui_state, pick_run_to_show, save_ui_state
 from tl_core.app.workspace import runs_dir

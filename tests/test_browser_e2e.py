@@ -6,85 +6,23 @@ and drives Debian's Chromium headless through Playwright. Screenshots of every p
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, browser_dirs, nav as _nav, shot as _shot, streamlit_server
+from browser_support import wait_idle as _wait_idle
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
 CLASSES = ("bag", "sandal", "trouser")
 PER_CLASS = 12
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("streamlit did not become healthy")
-
-
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory) -> dict:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    pytest.importorskip("playwright.sync_api")
-    tmp = tmp_path_factory.mktemp("e2e")
-    # the feature and converted-weights cache is shared with the other tests (see conftest.py)
-    return {"tmp": tmp, "runs": tmp / "runs", "workspace": tmp / "workspace",
-            "cache": tmp_path_factory.getbasetemp() / "tl-cache"}
-
-
-@contextlib.contextmanager
-def streamlit_server(dirs: dict):
-    """``streamlit run app.py`` on a free port; stopping it and starting another on the same folders is
-    a server restart."""
-    env = dict(os.environ, TL_RUNS_DIR=str(dirs["runs"]), TL_WORKSPACE=str(dirs["workspace"]),
-               TL_CACHE_DIR=str(dirs["cache"]), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-               MALLOC_ARENA_MAX="1")   # as `make run` starts it
-    port = _free_port()
-    log_path = dirs["tmp"] / f"streamlit-{port}.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
-        yield {"url": url, "log": log_path}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    return browser_dirs(tmp_path_factory, "e2e")
 
 
 @pytest.fixture
@@ -104,31 +42,6 @@ def picture_folder(tmp_path_factory) -> Path:
         for f in sorted((sample_dir() / c).iterdir())[:PER_CLASS]:
             shutil.copy(f, root / c / f.name)
     return root
-
-
-def _nav(page, label: str) -> None:
-    page.locator('[data-testid="stSidebarNav"] a', has_text=label).first.click()
-
-
-def _wait_idle(page, timeout: float = 60_000) -> None:
-    """Until Streamlit has finished running the script and no spinner is left."""
-    page.wait_for_timeout(500)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSpinner\"]')", timeout=timeout)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
-
-
-def _shot(page, name: str) -> None:
-    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    height = page.evaluate(
-        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
-        "[data-testid=\"stMainBlockContainer\"]')].map(e => e.scrollHeight), 1000)")
-    size = page.viewport_size
-    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 80, 8000)})
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-    page.set_viewport_size(size)
 
 
 def test_upload_train_results_try(server, picture_folder):

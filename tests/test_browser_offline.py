@@ -17,7 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from test_browser_e2e import CHROMIUM, _free_port, _nav, _shot, _wait_healthy, _wait_idle
+from browser_support import CHROMIUM, browser_dirs, free_port as _free_port, nav as _nav, shot as _shot
+from browser_support import train_sample_run, wait_healthy as _wait_healthy, wait_idle as _wait_idle
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME_WORDS_WITHIN_S = 15.0  # issue 11 asks for 5 s on a laptop; generous here because CI machines vary
@@ -46,28 +47,13 @@ def test_is_local_tells_apart():
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory) -> dict:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    pytest.importorskip("playwright.sync_api")
-    tmp = tmp_path_factory.mktemp("offline")
-    return {"tmp": tmp, "runs": tmp / "runs", "workspace": tmp / "workspace",
-            "cache": tmp_path_factory.getbasetemp() / "tl-cache"}
+    return browser_dirs(tmp_path_factory, "offline")
 
 
 @pytest.fixture(scope="module")
 def trained_run(dirs) -> Path:
     """One epoch on the bundled sample (offline weights), so Results and Try have something to draw."""
-    import tl_core
-    from tl_core import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tl_core.data.sample import sample_dir
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TL_CACHE_DIR", str(dirs["cache"]))  # shared with the other tests (see conftest.py)
-        result = tl_core.train(RunConfig(data=DataConfig(root=str(sample_dir())),
-                                         model=ModelConfig(weights="offline"),
-                                         train=TrainConfig(epochs=1)), runs_dir=dirs["runs"])
-    assert result.status == "finished", result
-    return Path(result.run_dir)
+    return train_sample_run(dirs)
 
 
 @contextlib.contextmanager

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
-from test_browser_e2e import CHROMIUM, _nav, _shot, _wait_idle, streamlit_server
+from browser_support import CHROMIUM, browser_dirs, nav as _nav, shot as _shot, streamlit_server
+from browser_support import train_sample_run, wait_idle as _wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -108,40 +108,22 @@ BASE_FONT_JS = r"""
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory) -> dict:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    pytest.importorskip("playwright.sync_api")
-    tmp = tmp_path_factory.mktemp("projector")
-    return {"tmp": tmp, "runs": tmp / "runs", "workspace": tmp / "workspace",
-            "cache": tmp_path_factory.getbasetemp() / "tl-cache"}
+    return browser_dirs(tmp_path_factory, "projector")
 
 
 @pytest.fixture(scope="module")
 def trained_run(dirs) -> Path:
     """One epoch at 64 px on the bundled sample, trained through the public API (a few seconds), and
     the sample chosen as the data, as the Home button leaves it."""
-    import tl_core
-    from tl_core import DataConfig, ModelConfig, RunConfig, TrainConfig
     from tl_core.data.sample import sample_dir
 
-    old = os.environ.get("TL_CACHE_DIR")
-    os.environ["TL_CACHE_DIR"] = str(dirs["cache"])
-    try:
-        result = tl_core.train(RunConfig(data=DataConfig(root=str(sample_dir())),
-                                         model=ModelConfig(weights="offline", image_size=64),
-                                         train=TrainConfig(epochs=1)), runs_dir=dirs["runs"])
-    finally:
-        if old is None:
-            os.environ.pop("TL_CACHE_DIR", None)
-        else:
-            os.environ["TL_CACHE_DIR"] = old
-    assert result.status == "finished", result
+    run_dir = train_sample_run(dirs, image_size=64)
     dirs["workspace"].mkdir(parents=True, exist_ok=True)
     (dirs["workspace"] / "ui_state.json").write_text(json.dumps(
         {"data_root": str(sample_dir()), "data_source": "sample", "val_fraction": 0.2, "model_name": None,
          "freeze": {"preset": "head", "frozen_groups": None, "layer_lr_decay": 1.0}, "train": {},
-         "run_dir": str(result.run_dir)}), encoding="utf-8")
-    return Path(result.run_dir)
+         "run_dir": str(run_dir)}), encoding="utf-8")
+    return run_dir
 
 
 @pytest.fixture(scope="module")

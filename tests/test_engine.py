@@ -10,7 +10,7 @@ import torch
 
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.training.callbacks import Callback, diagnose
-from tl_core.training.loop import fit, train_run
+from tl_core.training.loop import train_run
 from tl_core.training.schedules import lr_lambda
 from tl_core.runs import RunFolder
 

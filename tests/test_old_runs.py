@@ -7,7 +7,6 @@ shapes (the same timm network; only the values differ, which no loader looks at)
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest

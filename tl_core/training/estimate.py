@@ -279,7 +279,6 @@ def _measure_uncached(model_name, freeze: FreezeConfig, num_classes, image_size,
         prefix_t = 0.0
         train_t = _timed(lambda: step(x, model), device, repeats)
         eval_t = _timed(lambda: infer(x, model), device, repeats)
-    del model
     return Measurement(model_name=model_name, image_size=size, device=str(device), mode=mode,
                        prefix_seconds=prefix_t / b, train_seconds=train_t / b, eval_seconds=eval_t / b,
                        trainable_params=plan.trainable_params, total_params=plan.total_params, batch=b,

@@ -1,0 +1,119 @@
+"""What the browser tests share: the app server as `make run` starts it, the folders it uses, and
+the small Playwright helpers (navigate, wait for Streamlit to be idle, full-page screenshots)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def browser_dirs(tmp_path_factory, name: str) -> dict:
+    """Runs and workspace in a fresh folder; the feature and converted-weights cache is shared with
+    the other tests (see conftest.py). Skips when Chromium or Playwright is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium")
+    pytest.importorskip("playwright.sync_api")
+    tmp = tmp_path_factory.mktemp(name)
+    return {"tmp": tmp, "runs": tmp / "runs", "workspace": tmp / "workspace",
+            "cache": tmp_path_factory.getbasetemp() / "tl-cache"}
+
+
+def train_sample_run(dirs: dict, **model_settings) -> Path:
+    """One epoch on the bundled sample with the offline weights, through the public API, into the
+    server's runs folder (so Results and Try have something to draw)."""
+    import tl_core
+    from tl_core import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.data.sample import sample_dir
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TL_CACHE_DIR", str(dirs["cache"]))
+        result = tl_core.train(RunConfig(data=DataConfig(root=str(sample_dir())),
+                                         model=ModelConfig(weights="offline", **model_settings),
+                                         train=TrainConfig(epochs=1)), runs_dir=dirs["runs"])
+    assert result.status == "finished", result
+    return Path(result.run_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+@contextlib.contextmanager
+def streamlit_server(dirs: dict):
+    """``streamlit run app.py`` on a free port; stopping it and starting another on the same folders is
+    a server restart."""
+    env = dict(os.environ, TL_RUNS_DIR=str(dirs["runs"]), TL_WORKSPACE=str(dirs["workspace"]),
+               TL_CACHE_DIR=str(dirs["cache"]), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+               MALLOC_ARENA_MAX="1")   # as `make run` starts it
+    port = free_port()
+    log_path = dirs["tmp"] / f"streamlit-{port}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield {"url": url, "log": log_path}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def nav(page, label: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a', has_text=label).first.click()
+
+
+def wait_idle(page, timeout: float = 60_000) -> None:
+    """Until Streamlit has finished running the script and no spinner is left."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSpinner\"]')", timeout=timeout)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+
+
+def shot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
+        "[data-testid=\"stMainBlockContainer\"]')].map(e => e.scrollHeight), 1000)")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 80, 8000)})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.set_viewport_size(size)

@@ -61,3 +61,22 @@ def test_project_bad_inputs(tmp_path, monkeypatch):
     with pytest.raises(UploadError):
         open_uploaded_project("evil.tlproj", b"not a project at all")
     assert not any((tmp_path / "workspace" / "projects").iterdir())   # nothing left behind
+
+
+def test_no_local_path_travels_in_a_project_file(trained, tmp_path):
+    """A project is made to be handed to other people: the user's folders (their name, their layout)
+    must not be inside it, in any member, and it must still open with the same answers."""
+    import io
+    import zipfile
+
+    state, data, run_dir = trained
+    blob = project_bytes(state)
+    local = [str(tmp_path), str(data), str(run_dir)]
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        for name in zf.namelist():
+            if name.endswith((".json", ".jsonl")):
+                text = zf.read(name).decode("utf-8")
+                assert not any(path in text for path in local), (name, [p for p in local if p in text])
+    new_state, opened = open_uploaded_project("clothes.tlproj", blob)
+    report = tl_core.evaluate(new_state.run_dir)             # validation pictures found in the new place
+    assert report.n > 0 and not report.skipped

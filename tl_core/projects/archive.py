@@ -21,6 +21,11 @@ The manifest (``project.json``): ``format`` ("transfer-lab-project"), ``format_v
 there), ``members`` (``{name: {"size", "sha256"}}`` for every member but the manifest) and
 ``total_bytes``.
 
+No local path travels: in the runs' files and the choices, the data folder is written as
+:data:`TRAVEL_DATA` and each run as ``TRAVEL_RUNS/<id>`` (``original_roots`` and ``original_path``
+in the manifest), and ``config.json`` keeps only the last part of other paths, as in a bundle. Files
+made before this carry the real paths there; they open the same way.
+
 Opening treats the file as untrusted input, exactly like an uploaded zip: it is unpacked by
 :func:`tl_core.data.uploads.extract_zip` (no path traversal, absolute paths, links or nested
 archives; entry, size and compression-ratio caps; bytes counted as written; a staging folder, so
@@ -47,6 +52,7 @@ from tl_core.data.scan import scan_folder
 from tl_core.data.uploads import ArchiveWords, extract_zip, name_key, sanitize_relpath, unpacked_name
 from tl_core.errors import ConfigError, DataError, ExportError, RunError, TransferLabError, UploadError
 from tl_core.files import atomic_path, write_json_atomic
+from tl_core.results.export import shareable_config
 from tl_core.runs import (ACTIVE_STATES, CONFIG_FILE, LABELS_FILE, METRICS_FILE, PREPROCESSING_FILE, STATUS_FILE,
                           SUMMARY_FILE, USER_FILE, WEIGHTS_FILE, RunFolder, default_runs_dir)
 from tl_core.results.evaluate import EVAL_PREFIX
@@ -291,20 +297,50 @@ def _run_members(run_dirs: Iterable[str | Path], data_forms: list[str],
         files = [f for f in RUN_FILES if (run.path / f).is_file()]
         files += sorted(p.name for p in run.path.glob(f"{EVAL_PREFIX}*.json")
                         if p.is_file() and unpacked_name(p.name) is not None)
+        rebase = _rebaser([(form, Path(TRAVEL_DATA)) for form in [*data_forms, own_root]]
+                          + [(str(run.path), Path(TRAVEL_RUNS) / run_id)])
         for f in files:
             member = _Member(f"{RUNS_DIR}/{run_id}/{f}", source=run.path / f)
             if f == STATUS_FILE and status.get("interrupted"):
                 # "running" on a computer whose process is gone reads as interrupted here, but on
                 # another computer it would look as if it were still training: keep what it is.
                 member = _Member(member.name, data=(json.dumps(status, indent=2, sort_keys=True) + "\n").encode())
+            if f == CONFIG_FILE:   # folder and file paths cut to their last part, as in a bundle
+                member = _Member(member.name, data=(shareable_config(run.path).to_json() + "\n").encode())
+            elif f.endswith((".json", ".jsonl")):
+                try:
+                    raw = member.data if member.data is not None else (run.path / f).read_bytes()
+                    member = _Member(member.name, data=_travelling(raw, f, rebase))
+                except (OSError, UnicodeDecodeError, ValueError):
+                    pass   # a damaged file travels as it is; the run folder reports it when read
             members.append(member)
         try:
             model = run.config().model.name
         except TransferLabError:
             model = None
-        runs.append({"id": run_id, "original_path": str(run.path), "model": model, "state": status.get("state"),
-                     "files": files})
+        runs.append({"id": run_id, "original_path": f"{TRAVEL_RUNS}/{run_id}", "model": model,
+                     "state": status.get("state"), "files": files, "local_path": str(run.path)})
     return members, runs, list(dict.fromkeys(aliases))
+
+
+# Where the data folder and each run "were" inside a project file: no local path travels (it would
+# give away the user's name and folder layout); opening re-points these to the unpacked copy.
+TRAVEL_DATA = "/transfer-lab-project/data"
+TRAVEL_RUNS = "/transfer-lab-project/runs"
+
+
+def _travelling(raw: bytes, name: str, rebase: Callable[[Any], Any]) -> bytes:
+    """A run's JSON (or JSON-lines) file with its local paths replaced by the project's own."""
+    text = raw.decode("utf-8")
+    if name.endswith(".jsonl"):
+        lines = []
+        for line in text.splitlines():
+            try:
+                lines.append(json.dumps(rebase(json.loads(line)), default=float))
+            except ValueError:   # a half-written last line: left as it is
+                lines.append(line)
+        return ("\n".join(lines) + ("\n" if lines else "")).encode()
+    return (json.dumps(rebase(json.loads(text)), indent=2, sort_keys=True) + "\n").encode()
 
 
 def _choices_member(choices: dict | None) -> _Member | None:
@@ -379,6 +415,11 @@ def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable
     data_members, data_info, _left_out = _data_members(root)
     forms = _root_forms(root)
     run_members, runs, aliases = _run_members(run_dirs, forms, root)
+    if choices is not None and isinstance(choices, dict):
+        choices = _rebaser([(form, Path(TRAVEL_DATA)) for form in forms + aliases]
+                           + [(r.pop("local_path"), Path(r["original_path"])) for r in runs])(choices)
+    for r in runs:
+        r.pop("local_path", None)
     choice = _choices_member(choices)
     members = data_members + run_members + ([choice] if choice is not None else [])
     try:
@@ -395,7 +436,7 @@ def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable
     if free < total + (1 << 20):
         raise ExportError(f"The disk is full: the project needs about {_size_text(total)} and only "
                           f"{_size_text(free)} is free in '{target.parent}'. Free some space, or save it elsewhere.")
-    data_info["original_roots"] = forms + aliases
+    data_info["original_roots"] = [TRAVEL_DATA]   # no local path travels (see TRAVEL_DATA)
     done = 0
 
     def tick(n: int) -> None:

@@ -67,31 +67,31 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 
 @contextlib.contextmanager
-def streamlit_server(dirs: dict):
+def streamlit_server(dirs: dict, like_make_run: bool = False):
     """``streamlit run app.py`` on a free port; stopping it and starting another on the same folders is
-    a server restart."""
+    a server restart. ``like_make_run``: only the address and port on the command line, exactly as
+    ``make run`` starts it, so ``.streamlit/config.toml`` is what is tested (file watcher, usage stats)."""
     env = dict(os.environ, TL_RUNS_DIR=str(dirs["runs"]), TL_WORKSPACE=str(dirs["workspace"]),
                TL_CACHE_DIR=str(dirs["cache"]), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
                MALLOC_ARENA_MAX="1")   # as `make run` starts it
     port = free_port()
     log_path = dirs["tmp"] / f"streamlit-{port}.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
-        yield {"url": url, "log": log_path}
-    finally:
-        proc.terminate()
+    flags = [] if like_make_run else ["--server.headless", "true", "--browser.gatherUsageStats", "false",
+                                      "--server.fileWatcherType", "none"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+                                 "--server.port", str(port), *flags],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            wait_healthy(url, proc)
+            yield {"url": url, "log": log_path, "pid": proc.pid}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def nav(page, label: str) -> None:

@@ -9,16 +9,13 @@ fresh server, in a first and a second tab. Screenshots go to ``test-artifacts/``
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from browser_support import CHROMIUM, browser_dirs, free_port as _free_port, nav as _nav, shot as _shot
-from browser_support import train_sample_run, wait_healthy as _wait_healthy, wait_idle as _wait_idle
+from browser_support import CHROMIUM, browser_dirs, nav as _nav, shot as _shot, streamlit_server
+from browser_support import train_sample_run, wait_idle as _wait_idle
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME_WORDS_WITHIN_S = 15.0  # issue 11 asks for 5 s on a laptop; generous here because CI machines vary
@@ -56,29 +53,6 @@ def trained_run(dirs) -> Path:
     return train_sample_run(dirs)
 
 
-@contextlib.contextmanager
-def app_server(dirs: dict):
-    """The app as ``make run`` starts it: one malloc arena, address and port only (config.toml does the rest)."""
-    env = dict(os.environ, TL_RUNS_DIR=str(dirs["runs"]), TL_WORKSPACE=str(dirs["workspace"]),
-               TL_CACHE_DIR=str(dirs["cache"]), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", MALLOC_ARENA_MAX="1")
-    port = _free_port()
-    log_path = dirs["tmp"] / f"streamlit-{port}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
-                                 "--server.address", "127.0.0.1", "--server.port", str(port)],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_healthy(url, proc)
-            yield {"url": url, "log": log_path, "pid": proc.pid}
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 def inotify_watches(pid: int) -> int | None:
     """How many inotify watches the process holds (Linux), None where /proc cannot tell."""
     fdinfo = Path(f"/proc/{pid}/fdinfo")
@@ -105,7 +79,7 @@ def test_home_at_once_and_no_request_leaves_the_machine(dirs, trained_run):
     from playwright.sync_api import expect, sync_playwright
 
     requests: list[str] = []
-    with app_server(dirs) as srv, sync_playwright() as p:
+    with streamlit_server(dirs, like_make_run=True) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
         context = browser.new_context(viewport={"width": 1400, "height": 1000})

@@ -237,6 +237,20 @@ def _cmd_project_open(args: argparse.Namespace) -> int:
 
 # -- parser -------------------------------------------------------------------------------------
 
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that describe a run, shared by ``tl train`` and ``tl estimate`` (one meaning each)."""
+    parser.add_argument("data_dir")
+    parser.add_argument("--model", default="tf_efficientnet_lite0", help="timm model name from the catalogue")
+    parser.add_argument("--weights", default="auto", help="auto | offline | none | PATH to a weights file")
+    parser.add_argument("--freeze", default="head", help="head | last:N | none | scratch")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    parser.add_argument("--no-feature-cache", action="store_true", help="recompute frozen layers every epoch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tl", description="Transfer Lab: teach a pretrained image model your own "
                                                        "categories, from the command line.")
@@ -244,36 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on a folder with one subfolder per class")
-    t.add_argument("data_dir")
-    t.add_argument("--model", default="tf_efficientnet_lite0", help="timm model name from the catalogue")
-    t.add_argument("--weights", default="auto", help="auto | offline | none | PATH to a weights file")
-    t.add_argument("--freeze", default="head", help="head | last:N | none | scratch")
-    t.add_argument("--epochs", type=int, default=10)
+    _add_run_arguments(t)
     t.add_argument("--runs-dir", default=None, help="where run folders go (default: ./runs or $TL_RUNS_DIR)")
-    t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None, help="learning rate (default depends on --freeze)")
-    t.add_argument("--val-fraction", type=float, default=0.2)
-    t.add_argument("--image-size", type=int, default=None)
     t.add_argument("--augment", choices=["none", "light", "strong"], default=None)
-    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (0 = off)")
     t.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    t.add_argument("--no-feature-cache", action="store_true", help="recompute frozen layers every epoch")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("estimate", help="how long training would take on this computer (nothing is trained)")
-    s.add_argument("data_dir")
-    s.add_argument("--model", default="tf_efficientnet_lite0", help="timm model name from the catalogue")
-    s.add_argument("--weights", default="auto", help="auto | offline | none | PATH (does not change the time)")
-    s.add_argument("--freeze", default="head", help="head | last:N | none | scratch")
-    s.add_argument("--epochs", type=int, default=10)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--val-fraction", type=float, default=0.2)
-    s.add_argument("--image-size", type=int, default=None)
-    s.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
-    s.add_argument("--no-feature-cache", action="store_true", help="as tl train --no-feature-cache")
+    _add_run_arguments(s)
     s.set_defaults(func=_cmd_estimate)
 
     e = sub.add_parser("evaluate", help="measure a trained run on a labelled folder")

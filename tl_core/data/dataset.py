@@ -15,7 +15,7 @@ import numpy as np
 
 from tl_core.errors import DataError, TransferLabError
 from tl_core.data.checks import NEAR_DUPLICATE_DISTANCE, CheckReport, same_picture, check_scan, near_pairs
-from tl_core.data.scan import ImageRecord, Problem, scan_folder
+from tl_core.data.scan import DatasetScan, ImageRecord, Problem, scan_folder
 from tl_core.data.split import SPLIT_FOLDER, SPLIT_RANDOM, describe_split, split_source, stratified_split, val_target
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ def _facts(classes: list[str], train: Sequence[ImageRecord], val: Sequence[Image
                       test_per_class=test_per_class, notes=notes, checked=checked)
 
 
-def split_facts(cfg: Any, report: CheckReport | None = None) -> SplitFacts:
+def split_facts(cfg: Any, report: CheckReport | None = None, scan: DatasetScan | None = None) -> SplitFacts:
     """How ``cfg.root`` will be split for ``cfg.val_fraction`` and ``cfg.split_seed`` (a
     :class:`~tl_core.config.DataConfig`, a whole RunConfig, or anything with those attributes).
 
@@ -228,7 +228,7 @@ def split_facts(cfg: Any, report: CheckReport | None = None) -> SplitFacts:
     val_fraction = float(getattr(cfg, "val_fraction", 0.2))
     seed = int(getattr(cfg, "split_seed", 0) or 0)
     if report is None:
-        scan = scan_folder(cfg.root)
+        scan = scan if scan is not None else scan_folder(cfg.root)   # a caller may have scanned already
         records, groups, checked = list(scan.records), [], False
     else:
         scan = report.scan

@@ -320,8 +320,9 @@ def planned_split(data_root: str, val_fraction: float) -> tuple[int, int, list[s
     from tl_core.data.dataset import split_facts
     from tl_core.data.scan import scan_folder
 
-    facts = split_facts(DataConfig(root=str(data_root), val_fraction=val_fraction))
-    return facts.n_train, facts.n_val, [r.path for r in scan_folder(data_root).records]
+    scan = scan_folder(data_root)
+    facts = split_facts(DataConfig(root=str(data_root), val_fraction=val_fraction), scan=scan)
+    return facts.n_train, facts.n_val, [r.path for r in scan.records]
 
 
 # -- estimates ----------------------------------------------------------------------------------------

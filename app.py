@@ -15,7 +15,8 @@ if str(ROOT) not in sys.path:  # so the pages can import pages._shared under any
 
 import streamlit as st  # noqa: E402
 
-from pages._shared import PAGES, STEPS, app_frame, guard, running_from_app, save, sidebar_choices, ui  # noqa: E402
+from pages._shared import (PAGES, STEPS, app_frame, guard, running_from_app, save, session_token,  # noqa: E402
+                           sidebar_choices, ui)
 
 
 def sample_time_sentence() -> str:
@@ -36,6 +37,32 @@ def sample_time_sentence() -> str:
     return (f"With the recommended model and *train only the new classifier*, the sample takes about "
             f"**{format_seconds(est.total_seconds(10))}** here (measured on this computer); the Model and Layers "
             "pages give the time for your own pictures.")
+
+
+def continue_section() -> None:
+    """A new browser session starts clean; this offers the last project worked on here."""
+    from tl_core.app.sessions import last_project
+    from tl_core.app.state import UIState
+
+    state = ui()
+    if state.data_root:
+        return
+    with guard():
+        last = last_project(exclude=session_token())
+        if last is None:
+            return
+        from tl_core.app.formatting import markdown_safe
+
+        a, b = st.columns([1, 2])
+        with b:
+            st.caption(f"Last time on this computer: the pictures in **{markdown_safe(last.data_name)}**, "
+                       f"{last.age_words()}.")
+        with a:
+            if st.button("Continue where you left off", key="home_continue", icon=":material/history:"):
+                st.session_state["tl_ui"] = UIState.from_dict(last.state.to_dict())
+                st.session_state.pop("tl_view_run", None)
+                save()
+                st.switch_page(PAGES["train"] if last.state.run_dir else PAGES["data"])
 
 
 def project_section() -> None:
@@ -82,6 +109,7 @@ def home() -> None:
         "That is why a few dozen pictures per category and a few minutes on an ordinary laptop are enough."
     )
     st.subheader("Start")
+    continue_section()
     a, b = st.columns([1, 2])
     with a:
         if st.button("Try it with the sample data", type="primary", key="home_sample", icon=":material/checkroom:"):

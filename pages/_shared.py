@@ -18,7 +18,8 @@ from tl_core.errors import TransferLabError
 from tl_core.runs import list_runs
 from tl_core.app.formatting import markdown_safe, model_title, preset_short, run_label
 from tl_core.app.live import live_view
-from tl_core.app.state import UIState, load_ui_state, pick_run_to_show, save_ui_state
+from tl_core.app.sessions import SESSION_PARAM, load_session, new_token, save_session, valid_token
+from tl_core.app.state import UIState, pick_run_to_show
 from tl_core.app.workspace import runs_dir
 
 
@@ -97,7 +98,8 @@ def app_frame(home):
         st.Page(PAGES["results"], title="Results", icon=":material/bar_chart:"),
         st.Page(PAGES["try"], title="Try & export", icon=":material/photo_camera:"),
     ])
-    ui()  # load the remembered choices once per session
+    session_token()  # before anything else: the address names this session's choices
+    ui()  # load them once per session
     with st.sidebar:
         choices = st.empty()
         sidebar_training()
@@ -166,15 +168,28 @@ def _home_stand_in() -> None:
     st.switch_page(PAGES["data"])  # never reached: once navigation exists, app.py draws Home
 
 
+def session_token() -> str:
+    """This browser session's name, kept in the address (``?session=...``) so that a refresh or a
+    server restart finds the same choices; a new tab without it starts clean."""
+    token = st.session_state.get("tl_session")
+    if not token:
+        asked = st.query_params.get(SESSION_PARAM)
+        token = asked if valid_token(asked) else new_token()
+        st.session_state["tl_session"] = token
+    if st.query_params.get(SESSION_PARAM) != token:  # moving between pages clears the address's parameters
+        st.query_params[SESSION_PARAM] = token
+    return token
+
+
 def ui() -> UIState:
     """The user's choices for this browser session, loaded from disk on the first run."""
     if "tl_ui" not in st.session_state:
-        st.session_state["tl_ui"] = load_ui_state()
+        st.session_state["tl_ui"] = load_session(session_token())
     return st.session_state["tl_ui"]
 
 
 def save() -> None:
-    save_ui_state(ui())
+    save_session(session_token(), ui())
 
 
 def current_run_dir() -> str | None:

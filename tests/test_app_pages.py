@@ -51,8 +51,18 @@ def _wait_job(timeout: float = 240) -> None:
         assert not job.thread.is_alive(), "training did not end in time"
 
 
-def app(page: str | None = None) -> AppTest:
+TEST_SESSION = "test-session"   # the browser session the tests' AppTests belong to (?session=...)
+
+
+def app_test() -> AppTest:
+    """An AppTest for the browser session whose choices :func:`remember` writes."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["session"] = TEST_SESSION
+    return at
+
+
+def app(page: str | None = None) -> AppTest:
+    at = app_test()
     if page:
         at.switch_page(page)
     at.run()
@@ -61,12 +71,13 @@ def app(page: str | None = None) -> AppTest:
 
 
 def remember(workspace: Path, **choices) -> None:
-    """Write the remembered choices the way the app does, so a new session starts with them."""
-    workspace.mkdir(parents=True, exist_ok=True)
+    """Write the remembered choices the way the app does, for the tests' browser session."""
+    folder = workspace / "sessions" / TEST_SESSION
+    folder.mkdir(parents=True, exist_ok=True)
     base = {"data_root": str(sample_dir()), "data_source": "sample", "val_fraction": 0.2, "model_name": None,
             "freeze": {"preset": "head", "frozen_groups": None, "layer_lr_decay": 1.0}, "train": {}, "run_dir": None}
     base.update(choices)
-    (workspace / "ui_state.json").write_text(json.dumps(base), encoding="utf-8")
+    (folder / "ui_state.json").write_text(json.dumps(base), encoding="utf-8")
 
 
 def texts(at: AppTest) -> str:
@@ -121,6 +132,33 @@ def test_home_renders_with_hardware_and_steps(env):
     assert at.button(key="home_sample").label == "Try it with the sample data"
 
 
+def test_a_new_browser_session_starts_clean_and_can_continue_the_last_project(env):
+    """Someone else's choices are not inherited; "Continue where you left off" brings them back."""
+    remember(env / "workspace", model_name="resnet18", val_fraction=0.3)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)   # a new tab: no ?session= in the address
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert ui_state(at).data_root is None and ui_state(at).model_name is None
+    token = at.query_params["session"][0] if isinstance(at.query_params["session"], list) else at.query_params["session"]
+    assert token and token != TEST_SESSION, "the new session gets its own name in the address"
+    assert f"the pictures in **{sample_dir().name}**" in texts(at)
+    at.button(key="home_continue").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert ui_state(at).data_root == str(sample_dir()) and ui_state(at).model_name == "resnet18"
+    assert any(t.value == "Data" for t in at.title)
+    mine = json.loads((env / "workspace" / "sessions" / token / "ui_state.json").read_text())
+    assert mine["model_name"] == "resnet18" and mine["val_fraction"] == pytest.approx(0.3)
+
+
+def test_home_offers_no_continue_on_a_fresh_computer_or_once_data_is_chosen(env):
+    at = app()
+    assert not [b for b in at.button if b.key == "home_continue"]
+    remember(env / "workspace")
+    at = app()
+    assert ui_state(at).data_root == str(sample_dir())
+    assert not [b for b in at.button if b.key == "home_continue"]
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_without_data_or_runs(env, page):
     at = app(page)
@@ -133,7 +171,7 @@ def test_sample_button_sets_data_folder_and_moves_on(env):
     assert not at.exception
     assert ui_state(at).data_root == str(sample_dir())
     assert any(t.value == "Data" for t in at.title), "the sample button should move on to the Data page"
-    saved = json.loads((env / "workspace" / "ui_state.json").read_text())
+    saved = json.loads((env / "workspace" / "sessions" / TEST_SESSION / "ui_state.json").read_text())
     assert saved["data_root"] == str(sample_dir())
 
 
@@ -152,7 +190,7 @@ def test_data_page_shows_classes_counts_examples_and_split(env):
     at.slider(key="data_val_pct").set_value(30).run()
     assert not at.exception
     assert ui_state(at).val_fraction == pytest.approx(0.3)
-    assert json.loads((env / "workspace" / "ui_state.json").read_text())["val_fraction"] == pytest.approx(0.3)
+    assert json.loads((env / "workspace" / "sessions" / TEST_SESSION / "ui_state.json").read_text())["val_fraction"] == pytest.approx(0.3)
 
 
 def _png_bytes(path: Path) -> bytes:

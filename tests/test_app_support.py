@@ -10,7 +10,7 @@ import pytest
 
 from tl_core.training import estimate
 
-from tl_core.app import formatting, live, previews, timing, workspace
+from tl_core.app import formatting, live, previews, sessions, timing, workspace
 from tl_core.app import state as app_state
 from tl_core.config import DataConfig, FreezeConfig, RunConfig, TrainConfig
 from tl_core.runs import RunFolder
@@ -28,27 +28,76 @@ def test_ui_state_round_trip_and_bad_values_dropped(dirs):
     state = app_state.UIState(data_root=str(sample_dir()), data_source="sample", val_fraction=0.3,
                                model_name="resnet18", freeze={"preset": "last:2", "frozen_groups": None},
                                train={"epochs": 3})
-    app_state.save_ui_state(state)
-    back = app_state.load_ui_state()
+    sessions.save_session("tab-one", state)
+    back = sessions.load_session("tab-one")
     assert back == state
     assert back.train_config().epochs == 3 and back.freeze_config().preset == "last:2"
-    raw = json.loads(app_state.ui_state_path().read_text())
+    path = sessions.session_state_path("tab-one")
+    raw = json.loads(path.read_text())
     raw.update(val_fraction=7, freeze={"preset": "bogus"}, train={"epochs": -1}, unknown=1)
-    app_state.ui_state_path().write_text(json.dumps(raw))
-    back = app_state.load_ui_state()
+    path.write_text(json.dumps(raw))
+    back = sessions.load_session("tab-one")
     assert back.val_fraction == 0.2 and back.freeze_config().preset == "head" and back.train == {}
+    path.write_text("{not json")
+    assert sessions.load_session("tab-one") == app_state.UIState()
 
 
 def test_missing_data_folder_is_forgotten(dirs):
-    app_state.save_ui_state(app_state.UIState(data_root=str(dirs / "gone")))
-    assert app_state.load_ui_state().data_root is None
+    sessions.save_session("tab-one", app_state.UIState(data_root=str(dirs / "gone")))
+    assert sessions.load_session("tab-one").data_root is None
 
 
-def test_state_recovered_from_newest_run_when_workspace_is_lost(dirs):
+def test_each_browser_session_starts_clean_and_keeps_its_own_choices(dirs):
+    """A new session inherits nothing; two sessions do not see each other's choices."""
+    sessions.save_session("first-tab", app_state.UIState(data_root=str(sample_dir()), model_name="resnet18"))
+    assert sessions.load_session("second-tab") == app_state.UIState()
+    sessions.save_session("second-tab", app_state.UIState(model_name="resnet50"))
+    assert sessions.load_session("first-tab").model_name == "resnet18"
+    assert sessions.load_session("second-tab").model_name == "resnet50"
+
+
+@pytest.mark.parametrize("token", ["../etc", "a/b/c/d", "", "short", "x" * 65, None, 12345678, "tab one!"])
+def test_session_tokens_from_the_address_cannot_name_other_folders(dirs, token):
+    assert not sessions.valid_token(token)
+    with pytest.raises(ValueError):
+        sessions.session_state_path(token)
+
+
+def test_new_tokens_are_valid_and_unique():
+    tokens = {sessions.new_token() for _ in range(200)}
+    assert len(tokens) == 200 and all(sessions.valid_token(t) for t in tokens)
+
+
+def test_continue_where_you_left_off_offers_the_newest_other_session(dirs):
+    import os
+
+    assert sessions.last_project(exclude="mine-now") is None  # a fresh computer: nothing to offer
+    sessions.save_session("older-tab", app_state.UIState(data_root=str(sample_dir()), model_name="resnet18"))
+    sessions.save_session("no-data-tab", app_state.UIState(model_name="resnet50"))  # chose no pictures
+    other = dirs / "ants_bees" / "train"
+    other.mkdir(parents=True)
+    sessions.save_session("newer-tab", app_state.UIState(data_root=str(other)))
+    old = time.time() - 7200
+    os.utime(sessions.session_state_path("older-tab"), (old, old))
+    last = sessions.last_project(exclude="mine-now")
+    assert last.token == "newer-tab" and last.data_name == "ants_bees"
+    assert sessions.last_project(exclude="newer-tab").token == "older-tab"
+    assert sessions.last_project(exclude="newer-tab").age_words() == "2 hours ago"
+
+
+def test_continue_offers_an_older_apps_single_state_file(dirs):
+    legacy = workspace.workspace_dir() / "ui_state.json"
+    legacy.write_text(json.dumps({"data_root": str(sample_dir()), "data_source": "sample"}))
+    last = sessions.last_project(exclude="mine-now")
+    assert last.token is None and last.state.data_root == str(sample_dir())
+
+
+def test_continue_recovers_the_newest_run_when_the_workspace_is_lost(dirs):
     cfg = RunConfig(data=DataConfig(root=str(sample_dir()), val_fraction=0.25),
                     freeze=FreezeConfig(preset="last:1"), train=TrainConfig(epochs=4))
     run = RunFolder.create(cfg, dirs / "runs")
-    state = app_state.load_ui_state()
+    assert sessions.load_session("brand-new") == app_state.UIState()   # a new session starts clean
+    state = sessions.last_project(exclude="brand-new").state
     assert state.run_dir == str(run.path)
     assert state.data_root == str(sample_dir()) and state.val_fraction == 0.25
     assert state.freeze_config().preset == "last:1" and state.train_config().epochs == 4

@@ -106,6 +106,13 @@ BASE_FONT_JS = r"""
 """
 
 
+SESSION = "projector-test"   # the browser session (?session=...) whose choices trained_run writes
+
+
+def _url(srv: dict) -> str:
+    return f"{srv['url']}/?session={SESSION}"
+
+
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory) -> dict:
     return browser_dirs(tmp_path_factory, "projector")
@@ -118,8 +125,9 @@ def trained_run(dirs) -> Path:
     from tl_core.data.sample import sample_dir
 
     run_dir = train_sample_run(dirs, image_size=64)
-    dirs["workspace"].mkdir(parents=True, exist_ok=True)
-    (dirs["workspace"] / "ui_state.json").write_text(json.dumps(
+    session = dirs["workspace"] / "sessions" / SESSION
+    session.mkdir(parents=True, exist_ok=True)
+    (session / "ui_state.json").write_text(json.dumps(
         {"data_root": str(sample_dir()), "data_source": "sample", "val_fraction": 0.2, "model_name": None,
          "freeze": {"preset": "head", "frozen_groups": None, "layer_lr_decay": 1.0}, "train": {},
          "run_dir": str(run_dir)}), encoding="utf-8")
@@ -197,7 +205,7 @@ def test_every_page_fits_a_projector_and_a_laptop(dirs, trained_run, wide_photo)
                 page.set_default_timeout(60_000)
                 try:
                     for name, label, heading in PAGES:
-                        _open(page, srv["url"], label, heading)
+                        _open(page, _url(srv), label, heading)
                         _page_ready(page, name, wide_photo)
                         cut = page.evaluate(CUT_OFF_JS)
                         if cut:
@@ -210,7 +218,7 @@ def test_every_page_fits_a_projector_and_a_laptop(dirs, trained_run, wide_photo)
                         assert page.locator('[data-testid="stException"]').count() == 0, name
                         _shot(page, f"proj_{width}_{name}")
                     if width == 1024:
-                        _home_primary_above_the_fold(page, srv["url"])
+                        _home_primary_above_the_fold(page, _url(srv))
                 except Exception:
                     _shot(page, f"proj_{width}_failure")
                     print(Path(srv["log"]).read_text()[-5000:])
@@ -253,8 +261,8 @@ def test_presentation_mode_bigger_type_remembered_and_nothing_cut_off(dirs, trai
         page = browser.new_page(viewport={"width": 1024, "height": 768})
         page.set_default_timeout(60_000)
         try:
-            _open(page, srv["url"], None, "Transfer Lab")
-            _open(page, srv["url"], "Data", "Data")
+            _open(page, _url(srv), None, "Transfer Lab")
+            _open(page, _url(srv), "Data", "Data")
             normal = page.evaluate(BASE_FONT_JS)
             toggle = page.locator('[data-testid="stSidebar"]').get_by_text("Presentation mode", exact=False)
             expect(toggle).to_be_visible()

@@ -100,9 +100,8 @@ def test_runs_on_the_same_pictures_are_compared_picture_by_picture(tmp_path):
 
 def test_train_page_compares_two_runs(tmp_path, monkeypatch):
     """The Train page's "Compare runs": the verdict sentence, the ranges, the settings that differ."""
-    from streamlit.testing.v1 import AppTest
 
-    from test_app_pages import APP, TIMEOUT, remember, texts
+    from test_app_pages import app_test, remember, texts
 
     runs = tmp_path / "runs"
     _run(runs, "20261128-051903-a", 0.95, None, {"bag": 1.0})
@@ -110,7 +109,7 @@ def test_train_page_compares_two_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("TL_RUNS_DIR", str(runs))
     monkeypatch.setenv("TL_WORKSPACE", str(tmp_path / "workspace"))
     remember(tmp_path / "workspace")
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at = app_test()
     at.switch_page("pages/4_Train.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]

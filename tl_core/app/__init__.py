@@ -3,7 +3,8 @@
 Still Streamlit-free (tested headless): the pages in ``pages/`` are the only code that draws.
 
 - :mod:`~tl_core.app.workspace`   where uploads, remembered choices and runs live on disk
-- :mod:`~tl_core.app.state`       the user's choices (``ui_state.json``) and which run to show
+- :mod:`~tl_core.app.state`       the user's choices and which run to show
+- :mod:`~tl_core.app.sessions`    one set of choices per browser session; "Continue where you left off"
 - :mod:`~tl_core.app.live`        the live view of a run, read from its folder
 - :mod:`~tl_core.app.previews`    cached data checks, examples per category, the split preview
 - :mod:`~tl_core.app.formatting`  numbers and settings in plain words

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Iterable
 
-from tl_core.app.workspace import runs_dir, workspace_dir
+from tl_core.app.workspace import runs_dir
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, TrainConfig
 from tl_core.files import write_json_atomic
 from tl_core.models import RECOMMENDED_MODEL
@@ -17,7 +17,7 @@ UI_STATE_FILE = "ui_state.json"
 
 @dataclasses.dataclass
 class UIState:
-    """The user's choices, shared by the pages and saved to ``workspace/ui_state.json``."""
+    """The user's choices, shared by the pages and saved per browser session (:mod:`tl_core.app.sessions`)."""
 
     data_root: str | None = None
     data_source: str | None = None          # "sample", "upload", "zip", "path" or "run"
@@ -68,31 +68,28 @@ class UIState:
         return state
 
 
-def ui_state_path() -> Path:
-    return workspace_dir() / UI_STATE_FILE
-
-
-def save_ui_state(state: UIState) -> None:
+def write_ui_state(path: Path, state: UIState) -> None:
     try:
-        write_json_atomic(ui_state_path(), state.to_dict())
+        write_json_atomic(path, state.to_dict())
     except OSError:  # a read-only workspace must not break the app; choices just are not remembered
         pass
 
 
-def load_ui_state() -> UIState:
-    """The remembered choices; when there are none, rebuilt from the newest run folder."""
+def read_ui_state(path: Path) -> UIState | None:
+    """Choices saved at ``path``, with what no longer exists (a deleted folder or run) dropped;
+    None when nothing readable is there."""
     try:
-        raw = read_json(ui_state_path())
-    except Exception:
-        raw = None
-    if raw:
-        state = UIState.from_dict(raw)
-        if state.data_root and not Path(state.data_root).is_dir():
-            state.data_root, state.data_source = None, None
-        if state.run_dir and not (Path(state.run_dir) / "config.json").is_file():
-            state.run_dir = None
-        return state
-    return state_from_runs()
+        raw = read_json(path)
+    except Exception:  # noqa: BLE001 - a damaged state file is a clean start, not an error
+        return None
+    if not isinstance(raw, dict) or not raw:
+        return None
+    state = UIState.from_dict(raw)
+    if state.data_root and not Path(state.data_root).is_dir():
+        state.data_root, state.data_source = None, None
+    if state.run_dir and not (Path(state.run_dir) / "config.json").is_file():
+        state.run_dir = None
+    return state
 
 
 def state_from_runs(runs: list[dict] | None = None) -> UIState:

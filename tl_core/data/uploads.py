@@ -41,9 +41,14 @@ _WINDOWS_RESERVED = frozenset(
 # Bidirectional-text controls can disguise a name ("photo<U+202E>gpj.exe"); refuse them.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-# The compression-ratio rule only applies once an entry has produced this much: tiny
-# files that compress well (a blank text file) are harmless, bombs are large by design.
+# The compression-ratio rules (per entry, and for the whole archive) only apply once this much
+# has come out: tiny files that compress well (a blank text file) are harmless, bombs are large
+# by design. The whole-archive rule counts every entry, so many entries just under this size
+# (each harmless alone, together a bomb) are refused as well.
 _RATIO_MIN_BYTES = 1 << 20
+# Every zip ends with its "end of central directory" record (its table of contents' footer).
+_EOCD_SIGNATURE = b"PK\x05\x06"
+_EOCD_SIZE = 22
 _CHUNK = 1 << 16
 _STREAMABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
@@ -379,8 +384,9 @@ def extract_zip(
 
     Skipped and reported: unsafe names, symlinks, nested archives, encrypted entries and
     unusual compression methods. Skipped silently: ``__MACOSX`` and hidden entries. Raises
-    :class:`UploadError` (keeping nothing) for a damaged zip, too many entries, too many
-    unpacked bytes, or an entry that expands more than ``max_ratio`` times (a zip bomb).
+    :class:`UploadError` (keeping nothing) for a damaged zip (also one cut short so that only
+    an archive stored inside it still looks whole), too many entries, too many unpacked bytes, or
+    an entry, or the archive as a whole, that expands more than ``max_ratio`` times (a zip bomb).
     ``UploadReport.dest`` is the folder to scan: the single top-level folder when there is one.
     ``words`` changes what the messages call the archive and advise (:class:`ArchiveWords`);
     ``progress(done, total)`` hears the bytes unpacked so far against the sizes the zip declares.
@@ -400,6 +406,11 @@ def extract_zip(
             infos = zf.infolist()
         except Exception:
             raise UploadError(_BAD_ZIP) from None
+        archive_size = _archive_size(zip_path)
+        if not _directory_is_its_own(zf, infos, zip_path, archive_size):
+            raise UploadError(
+                f"The {words.name} is damaged or incomplete (it may have been cut short while it was copied, "
+                f"downloaded or uploaded), so nothing was unpacked. {words.remake}")
         if len(infos) > max_entries:
             raise UploadError(
                 f"The {words.name} holds {len(infos)} files and folders; the limit is {max_entries}. {words.too_many}")
@@ -407,16 +418,76 @@ def extract_zip(
         if declared > max_total_bytes:
             raise UploadError(
                 f"The {words.name} unpacks to more than {_size_text(max_total_bytes)}. {words.too_big}")
-        archive_size = _archive_size(zip_path)
+        packed = _packed_size(infos, archive_size)
+        if _expands_too_much(declared, packed, max_ratio):
+            raise _archive_bomb(max_ratio, words)
         staging = _make_staging(dest)
         try:
             return _extract_entries(zf, infos, staging, dest, max_total_bytes, max_ratio, archive_size, words,
-                                    progress, declared)
+                                    progress, declared, packed)
         except BaseException as err:
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(err, OSError):
                 raise _write_failed(err, words) from None
             raise
+
+
+def _archive_tail(source: str | Path | BinaryIO, size: int) -> bytes | None:
+    """The last ``size`` bytes of the archive (None when they cannot be read)."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                f.seek(-size, os.SEEK_END)
+                return f.read(size)
+        pos = source.tell()
+        try:
+            source.seek(-size, os.SEEK_END)
+            return source.read(size)
+        finally:
+            source.seek(pos)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _directory_is_its_own(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], source: str | Path | BinaryIO,
+                          archive_size: int | None) -> bool:
+    """Whether the table of contents ``zipfile`` found belongs to this archive.
+
+    ``zipfile`` looks for the table of contents (the central directory) from the end of the file
+    and accepts one that sits further in, taking the bytes before it for a prefix. When a zip that
+    holds another, uncompressed zip is cut short, the only table left is the *inner* zip's: the
+    upload would "succeed" with the wrong files. A whole archive ends with its own end record
+    (after it only its comment) and its first entry starts at the very beginning of the file.
+    """
+    if infos and min(i.header_offset for i in infos) != 0:
+        return False
+    if archive_size is None:
+        return True  # a stream of unknown size: the offsets above are all there is to check
+    footer = _EOCD_SIZE + len(zf.comment)
+    if archive_size < footer:
+        return False
+    tail = _archive_tail(source, footer)
+    if tail is None:
+        return True  # unreadable here, yet zipfile read it: let the entries' own checks decide
+    return tail.startswith(_EOCD_SIGNATURE) and tail[_EOCD_SIZE:] == zf.comment
+
+
+def _packed_size(infos: list[zipfile.ZipInfo], archive_size: int | None) -> int:
+    """What the whole-archive ratio is measured against: the archive's real size when known (the
+    packed sizes in the headers can lie), else the packed sizes the entries declare."""
+    if archive_size is not None:
+        return max(1, archive_size)
+    return max(1, sum(max(0, i.compress_size) for i in infos))
+
+
+def _expands_too_much(unpacked: int, packed: int, max_ratio: float) -> bool:
+    return unpacked > _RATIO_MIN_BYTES and unpacked > max_ratio * packed
+
+
+def _archive_bomb(max_ratio: float, words: ArchiveWords) -> UploadError:
+    return UploadError(
+        f"The {words.name} was refused: all together its files expand more than {max_ratio:g} times the "
+        f"{words.name}'s own size, which is how 'zip bombs' fill up a disk. {words.bomb}")
 
 
 def _bomb(name: str, max_ratio: float, words: ArchiveWords) -> UploadError:
@@ -428,7 +499,12 @@ def _bomb(name: str, max_ratio: float, words: ArchiveWords) -> UploadError:
 def _extract_entries(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging: Path, dest: Path,
                      max_total_bytes: int, max_ratio: float, archive_size: int | None,
                      words: ArchiveWords = UPLOAD_WORDS, progress: Callable[[int, int], None] | None = None,
-                     declared: int = 0) -> UploadReport:
+                     declared: int = 0, archive_packed: int | None = None) -> UploadReport:
+    """Write the entries into ``staging``, counting every byte that really comes out against the
+    caps: the total size, each entry's ratio and the whole archive's ratio (``archive_packed``,
+    by default the archive's size)."""
+    if archive_packed is None:
+        archive_packed = _packed_size(infos, archive_size)
     saved_rel: list[PurePosixPath] = []
     skipped: list[Problem] = []
     seen: set[str] = set()
@@ -479,7 +555,7 @@ def _extract_entries(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging:
                 "Rename one of the two files if both are needed.", "info"))
             continue
         packed = max(1, info.compress_size if archive_size is None else min(info.compress_size, archive_size))
-        if info.file_size > _RATIO_MIN_BYTES and info.file_size > max_ratio * packed:
+        if _expands_too_much(info.file_size, packed, max_ratio):
             raise _bomb(name, max_ratio, words)
 
         target = staging.joinpath(*rel.parts)
@@ -515,8 +591,10 @@ def _extract_entries(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging:
                     if total > max_total_bytes:
                         raise UploadError(
                             f"The {words.name} unpacks to more than {_size_text(max_total_bytes)}. {words.too_big}")
-                    if written > _RATIO_MIN_BYTES and written > max_ratio * packed:
+                    if _expands_too_much(written, packed, max_ratio):
                         raise _bomb(name, max_ratio, words)
+                    if _expands_too_much(total, archive_packed, max_ratio):
+                        raise _archive_bomb(max_ratio, words)
                     try:
                         out.write(chunk)
                     except OSError as err:

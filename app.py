@@ -75,8 +75,12 @@ def project_section() -> None:
         st.caption("Your pictures, every run trained on them and your choices, in one file to keep or to open "
                    "on another computer (the same answers there).")
         from tl_core.app.projects import project_bytes
+        from tl_core.app.state import UIState
 
-        st.download_button("Save this project", data=lambda: project_bytes(ui()), file_name=f"{name}.tlproj",
+        # the file is built when clicked, in another thread where this session's state cannot be read:
+        # the callable takes a copy of the choices as they are now
+        chosen = UIState.from_dict(state.to_dict())
+        st.download_button("Save this project", data=lambda: project_bytes(chosen), file_name=f"{name}.tlproj",
                            mime="application/octet-stream", disabled=not ready, icon=":material/save:",
                            key="home_project_save", on_click="ignore",
                            help="Choose your pictures on the Data page first." if not ready else None)

@@ -8,6 +8,7 @@ import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.errors import DataError
+from tl_core.app.formatting import markdown_safe
 from tl_core.app.previews import checked_dataset, examples_per_class, split_preview
 from tl_core.app.workspace import new_upload_dir, upload_limit_mb, uploaded_signature
 
@@ -172,15 +173,15 @@ with guard():
 
     for label in classes:
         recs = examples.get(label, [])
-        st.markdown(f"**{label}** · {counts.get(label, 0)} pictures")
+        st.markdown(f"**{markdown_safe(label)}** · {counts.get(label, 0)} pictures")
         cols = st.columns(THUMBS_PER_CLASS)
         for col, rec in zip(cols, recs):
             try:
                 img = load_image(rec.path)
                 img.thumbnail((160, 160))
-                col.image(img, caption=Path(rec.rel_path).name, width="stretch")
+                col.image(img, caption=markdown_safe(Path(rec.rel_path).name), width="stretch")
             except Exception as err:  # an example that fails to load must not hide the others
-                col.caption(f"(cannot show {Path(rec.path).name}: {err})")
+                col.caption(markdown_safe(f"(cannot show {Path(rec.path).name}: {err})"))
 
 st.subheader("Problems found")
 if not report.problems:
@@ -188,9 +189,9 @@ if not report.problems:
 else:
     order = {"error": 0, "warning": 1, "info": 2}
     for p in sorted(report.problems, key=lambda p: order.get(p.severity, 3)):
-        text = f"**{p.message}**"
+        text = f"**{markdown_safe(p.message)}**"  # messages name categories and files: shown as typed
         if p.fix:
-            text += f"  \n*What to do:* {p.fix}"
+            text += f"  \n*What to do:* {markdown_safe(p.fix)}"
         if p.path:
             text += f"  \n`{p.path}`"
         {"error": st.error, "warning": st.warning}.get(p.severity, st.info)(text, icon=SEVERITY_ICON.get(p.severity))
@@ -212,7 +213,7 @@ else:
         facts = split_preview(root, state.val_fraction, report=report)
 st.markdown(f"**Split used for training:** {facts.describe(detailed=True)}.")
 for note in facts.notes:
-    st.warning(note, icon=":material/content_cut:")
+    st.warning(markdown_safe(note), icon=":material/content_cut:")
 rows = [{"Category": c, "For training": facts.per_class.get(c, (0, 0))[0],
          "For checking": facts.per_class.get(c, (0, 0))[1]} for c in classes]
 rows.append({"Category": "Total", "For training": facts.n_train, "For checking": facts.n_val})

@@ -147,14 +147,14 @@ def draw(view) -> None:
     best = last.get("best_val_accuracy")
     if view.state == "finished":
         has_best = isinstance(best, (int, float)) and best >= 0
-        st.success(f"{view.message} Best accuracy on the pictures kept aside: {best:.1%}." if has_best
-                   else view.message,
+        message = markdown_safe(view.message or "")
+        st.success(f"{message} Best accuracy on the pictures kept aside: {best:.1%}." if has_best else message,
                    icon=":material/celebration:")
         next_step("results", "Next: see the results")
     elif view.state == "stopped":
-        st.info(view.message or "Stopped.", icon=":material/stop:")
+        st.info(markdown_safe(view.message or "Stopped."), icon=":material/stop:")
     elif view.state == "failed":
-        st.error(view.message or "Training failed.", icon=":material/warning:")
+        st.error(markdown_safe(view.message or "Training failed."), icon=":material/warning:")
 
     def curves() -> None:
         fig = figure("training_curves", view.epoch_logs, view.batch_events)
@@ -181,7 +181,7 @@ def draw(view) -> None:
         kind = w.get("kind", "")
         title = warning_title(kind)
         box = st.info if kind in ("early_stop", "no_feature_cache") else st.warning
-        box(f"**{title}.** {w.get('message', '')}", icon=WARN_ICON.get(kind, ":material/warning:"))
+        box(f"**{title}.** {markdown_safe(w.get('message', ''))}", icon=WARN_ICON.get(kind, ":material/warning:"))
 
     if view.info and view.info.get("mode"):
         d = view.info
@@ -206,6 +206,11 @@ def live(run_dir: str) -> None:
 
 
 RUNS_TABLE = "train_runs_table"
+# The columns shown (the run folder and epochs stay in the data, for the run picker and the tests),
+# with their widths in pixels; the table stretches them on a wide screen.
+RUNS_COLUMN_WIDTHS = {"When": 70, "Title": 95, "Data": 110, "Model": 118, "Layers": 85, "Best accuracy": 90,
+                      "Took": 50, "State": 68}
+RUNS_ROW_HEIGHT = 68
 
 
 def _same(a: str | None, b: str | None) -> bool:
@@ -262,10 +267,16 @@ def all_runs(current: str | None) -> None:
     st.subheader("All runs")
     st.caption("Every run is kept on disk, with its curves and best weights. Click a row to open that run; "
                "the Results and Try pages follow your choice.")
-    st.dataframe([run_row(r) for r in runs], hide_index=True, on_select="rerun", key=RUNS_TABLE,
+    rows = [run_row(r) for r in runs]
+    titled = any(r.get("title") for r in runs)  # without titles, the Title column would repeat Data
+    shown_columns = [c for c in RUNS_COLUMN_WIDTHS if titled or c != "Title"]
+    st.dataframe(rows, hide_index=True, on_select="rerun", key=RUNS_TABLE,
                  # a click on a cell is a click on its row: the checkbox alone is too small a target
-                 selection_mode=["single-row", "single-cell"],
-                 column_config={"Title": st.column_config.TextColumn(width="medium")})
+                 selection_mode=["single-row", "single-cell"], column_order=shown_columns,
+                 # narrow columns whose words wrap onto a second line (rows taller than 4rem wrap): the
+                 # table fits a 1024-pixel projector beside the sidebar instead of scrolling sideways
+                 row_height=RUNS_ROW_HEIGHT,
+                 column_config={c: st.column_config.Column(width=RUNS_COLUMN_WIDTHS[c]) for c in shown_columns})
 
 
 def run_heading(run_dir: str, view, runs: list[dict]) -> None:
@@ -385,22 +396,31 @@ def compare_section(runs: list[dict]) -> None:
         comp = compare_runs(picked)
         if comp.verdict is not None:
             (st.success if comp.verdict.real else st.info)(comp.verdict.sentence, icon=":material/balance:")
-        st.dataframe([{"Run": s.label, "Best accuracy": f"{s.accuracy:.1%}" if s.accuracy is not None else "–",
+        # "Run 1", "Run 2" (in the order picked) name the runs in the narrow tables below, so they fit a
+        # projector; the score table says which run each is, its words wrapping onto a second line
+        short = {label: f"Run {i}" for i, label in enumerate(comp.labels.values(), start=1)}
+        st.dataframe([{"Run": f"{short[s.label]}: {s.label}",
+                       "Best accuracy": f"{s.accuracy:.1%}" if s.accuracy is not None else "–",
                        "95% range": f"{s.interval[0]:.0%}-{s.interval[1]:.0%}" if s.interval else "–",
-                       "Checked on": s.total or "–"} for s in comp.scores], hide_index=True)
+                       "Checked on": s.total or "–"} for s in comp.scores], hide_index=True,
+                     row_height=RUNS_ROW_HEIGHT,
+                     column_config={"Run": st.column_config.Column(width=300),
+                                    "Best accuracy": st.column_config.Column(width=100),
+                                    "95% range": st.column_config.Column(width=90),
+                                    "Checked on": st.column_config.Column(width=90)})
         st.caption("The range is where the true accuracy probably lies (95%): with few pictures to check with, "
                    "it is wide, and runs whose ranges overlap a lot may not really differ.")
         fig = figure("compare_curves_figure", comp.curves)
         st.plotly_chart(fig, key="train_compare_curves")
         if comp.settings:
             st.markdown("**What was set differently**")
-            st.dataframe(comp.settings, hide_index=True)
+            st.dataframe([{short.get(k, k): v for k, v in row.items()} for row in comp.settings], hide_index=True)
         else:
             st.caption("These runs used the same settings (only chance differs, e.g. the random start of the "
                        "new classifier).")
         if comp.per_class:
             st.markdown("**Each category** (checking accuracy of the best epoch)")
-            st.dataframe([{k: (f"{v:.0%}" if isinstance(v, float) else v) for k, v in row.items()}
+            st.dataframe([{short.get(k, k): (f"{v:.0%}" if isinstance(v, float) else v) for k, v in row.items()}
                           for row in comp.per_class], hide_index=True)
 
 with guard():

@@ -7,7 +7,7 @@ import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, loaded_model, next_step, run_picker, thumb_grid
 import tl_core
-from tl_core.app.formatting import SCORE_WORDS
+from tl_core.app.formatting import SCORE_WORDS, markdown_safe
 from tl_core.app.previews import run_split
 from tl_core.results import evaluate, explain
 from tl_core.runs import RunFolder
@@ -141,7 +141,8 @@ with guard():
     pred_label = b.selectbox("Model said", classes, key="results_pred")
     cell_items = report.cell(true_label, pred_label)
     verdict = "right" if true_label == pred_label else "wrong"
-    st.markdown(f"**{len(cell_items)} pictures** of *{true_label}* that the model called *{pred_label}* ({verdict})")
+    st.markdown(f"**{len(cell_items)} pictures** of *{markdown_safe(true_label)}* that the model called "
+                f"*{markdown_safe(pred_label)}* ({verdict})")
     thumb_grid(cell_items, lambda it: f"{it['confidence']:.0%} sure", columns=8, limit=16)
 
     st.subheader("The mistakes it was surest about")
@@ -151,8 +152,8 @@ with guard():
     if not wrong:
         st.success("No mistakes on the pictures kept aside.", icon=":material/celebration:")
     else:
-        thumb_grid(wrong, lambda it: f"is {it['true']}, said {it['pred']} ({it['confidence']:.0%})", columns=6,
-                   limit=12)
+        thumb_grid(wrong, lambda it: markdown_safe(f"is {it['true']}, said {it['pred']} ({it['confidence']:.0%})"),
+                   columns=6, limit=12)
 
     st.subheader("What it looked at",
                  help="Grad-CAM: a heat map of the parts of the picture that pushed the model's answer up.")
@@ -177,6 +178,7 @@ with guard():
                     over = explain.overlay(image, heat, keep_shape=True, preprocessing=loaded.preprocessing)
                 x, y, _ = st.columns([1, 1, 2])
                 x.image(image, caption="The picture", width="stretch")
-                y.image(over, caption=f"Where it looked (said {by_path[chosen]['pred']})", width="stretch")
+                said = markdown_safe(by_path[chosen]["pred"])
+                y.image(over, caption=f"Where it looked (said {said})", width="stretch")
 
     next_step("try", "Next: try it on new photos and take it home")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from pages._shared import (figure, guard, header, loaded_model, prepared_download, require_app,
                            run_picker)
+from tl_core.app.formatting import markdown_safe
 from tl_core.results import explain, export
 
 require_app(__file__)
@@ -23,7 +24,7 @@ with guard():
         st.stop()
 
     loaded = loaded_model(run_dir)
-    st.caption(f"Knows {len(loaded.classes)} categories: {', '.join(loaded.classes)}")
+    st.caption(f"Knows {len(loaded.classes)} categories: {', '.join(markdown_safe(c) for c in loaded.classes)}")
 
     st.subheader("Try it")
     source = st.radio("Picture from", ["Upload a photo", "Camera"], horizontal=True, key="try_source")
@@ -47,14 +48,15 @@ with guard():
             image = load_image_bytes(data, name)
             top = loaded.top_k(image, k=min(5, len(loaded.classes)))
             best = top[0]
+            best_label = markdown_safe(best["label"])   # a category name is shown as typed, not as markdown
             left, right = st.columns([1, 2])
             with left:
-                st.image(image, caption=name, width="stretch")
+                st.image(image, caption=markdown_safe(name), width="stretch")
             with right:
                 if best["probability"] >= threshold:
-                    st.success(f"### {best['label']}\n{best['probability']:.1%} sure", icon=":material/check_circle:")
+                    st.success(f"### {best_label}\n{best['probability']:.1%} sure", icon=":material/check_circle:")
                 else:
-                    st.warning(f"### Not sure\nBest guess: **{best['label']}** at only {best['probability']:.1%} "
+                    st.warning(f"### Not sure\nBest guess: **{best_label}** at only {best['probability']:.1%} "
                                f"(below your {threshold:.0%} threshold). The picture may show something it was not "
                                "trained on.", icon=":material/help:")
                 fig = figure("topk_bars", top)
@@ -68,7 +70,7 @@ with guard():
                 with st.spinner("Working out where it looked…"):
                     over = explain.overlay(image, explain.gradcam(loaded, image), keep_shape=True,
                                            preprocessing=loaded.preprocessing)
-                st.image(over, caption=f"Red: the parts that made it say {best['label']}"
+                st.image(over, caption=f"Red: the parts that made it say {best_label}"
                                        + ("" if image.width == image.height
                                           or loaded.preprocessing.crop_mode == "squash"
                                           else " (greyed: the edges it did not see)"), width=420)

@@ -102,7 +102,8 @@ def app_frame(home):
     ui()  # load them once per session
     with st.sidebar:
         choices = st.empty()
-        sidebar_training()
+        if page.title != "Train":  # the Train page shows the run itself: one epoch number, not two clocks
+            sidebar_training()
         presentation_toggle()
     sidebar_choices(choices)
     return page, choices
@@ -222,10 +223,10 @@ def guard():
     """Show a plain message instead of a traceback when something goes wrong."""
     try:
         yield
-    except TransferLabError as err:
-        st.error(str(err), icon=":material/warning:")
+    except TransferLabError as err:  # messages name categories and files: shown as typed, not as markdown
+        st.error(markdown_safe(str(err)), icon=":material/warning:")
     except (MemoryError, OSError) as err:
-        st.error(f"Something went wrong on this computer: {err}", icon=":material/warning:")
+        st.error(markdown_safe(f"Something went wrong on this computer: {err}"), icon=":material/warning:")
     except Exception as err:  # a bug: say so plainly, keep the details one click away
         st.error(f"Something unexpected went wrong ({type(err).__name__}: {err}).", icon=":material/warning:")
         with st.expander("Details for a bug report"):

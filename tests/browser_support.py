@@ -17,6 +17,68 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 
+# Every element whose text must be read whole: buttons and links that act, headings, tabs, metric
+# labels, widget labels. One of them (or a child) that clips its text (overflow hidden/clip or an
+# ellipsis) while its text is wider than its box is cut off. Tab bars that scroll hide whole tabs,
+# cards shorter than their text clip it (or spill it over what follows), tables that scroll
+# sideways hide columns.
+CUT_OFF_JS = r"""
+() => {
+  const roots = document.querySelectorAll([
+    'button', '[data-testid="stPageLink"] a', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', '[role="tab"]',
+    '[data-testid="stMetricLabel"]', '[data-testid="stMetricValue"]', '[data-testid="stWidgetLabel"]',
+    '[data-testid="stMarkdownContainer"] p'].join(','));
+  const visible = el => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const clips = cs => cs.textOverflow === 'ellipsis' || ['hidden', 'clip'].includes(cs.overflowX);
+  const out = [];
+  const right = document.documentElement.clientWidth;
+  for (const root of roots) {
+    if (!visible(root) || root.closest('[data-testid="stSidebar"][aria-expanded="false"]')) continue;
+    if (root.closest('[data-testid="stToolbar"], [data-testid="stHeader"], .modebar, [data-testid="stDataFrame"]'))
+      continue;
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+      // (not screen-reader-only text, 1 px wide)
+      if (!visible(el) || el.getBoundingClientRect().width <= 2 || !(el.innerText || '').trim()) continue;
+      if (el.closest('[data-testid="stIconMaterial"], .material-symbols-rounded')) continue;
+      if (clips(getComputedStyle(el)) && el.scrollWidth > el.clientWidth + 1) {
+        out.push(`${root.tagName.toLowerCase()}: "${(root.innerText || '').trim().slice(0, 60)}"`
+                 + ` (${el.scrollWidth} px of text in ${el.clientWidth} px)`);
+        break;
+      }
+      if (el.getBoundingClientRect().right > right + 1) {  // spills off the screen's right edge
+        out.push(`${root.tagName.toLowerCase()}: "${(root.innerText || '').trim().slice(0, 60)}"`
+                 + ` runs off the right edge (to ${Math.round(el.getBoundingClientRect().right)} of ${right} px)`);
+        break;
+      }
+    }
+  }
+  // a bordered card (Home's steps, Model's cards) whose text is taller than the card: clipped or spilling out
+  for (const card of document.querySelectorAll('[data-testid="stVerticalBlock"]')) {
+    if (!visible(card) || parseFloat(getComputedStyle(card).borderTopWidth) < 1) continue;
+    const bottom = card.getBoundingClientRect().bottom;
+    const lowest = Math.max(...[...card.querySelectorAll('p, span, a, button, img')]
+      .filter(visible).map(e => e.getBoundingClientRect().bottom), 0);
+    if (lowest > bottom + 2)
+      out.push(`card "${(card.innerText || '').trim().slice(0, 40)}" is too short for its text`
+               + ` (text ends ${Math.round(lowest - bottom)} px below it)`);
+  }
+  // a table whose columns run off its right edge
+  for (const table of document.querySelectorAll('[data-testid="stDataFrame"]')) {
+    const scroller = table.querySelector('.dvn-scroller');
+    const first = (table.querySelector('th, [role="columnheader"]') || {}).innerText || '';
+    if (visible(table) && scroller && scroller.scrollWidth > scroller.clientWidth + 1)
+      out.push(`table starting "${first.trim()}" scrolls sideways`
+               + ` (${scroller.scrollWidth} in ${scroller.clientWidth} px)`);
+  }
+  for (const bar of document.querySelectorAll('[role="tablist"]')) {
+    if (visible(bar) && bar.scrollWidth > bar.clientWidth + 1)
+      out.push(`tab bar: "${bar.innerText.replace(/\s+/g, ' ').slice(0, 80)}" scrolls`
+               + ` (${bar.scrollWidth} in ${bar.clientWidth} px)`);
+  }
+  return [...new Set(out)];
+}
+"""
+
 
 def browser_dirs(tmp_path_factory, name: str) -> dict:
     """Runs and workspace in a fresh folder; the feature and converted-weights cache is shared with

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from browser_support import CHROMIUM, browser_dirs, nav as _nav, shot as _shot, streamlit_server
-from browser_support import train_sample_run, wait_idle as _wait_idle
+from browser_support import CUT_OFF_JS, train_sample_run, wait_idle as _wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -22,68 +22,6 @@ VIEWPORTS = [(1024, 768), (1400, 900)]
 PAGES = [("0_home", None, "Transfer Lab"), ("1_data", "Data", "Data"), ("3_layers", "Layers", "Layers"),
          ("4_train", "Train", "Train"), ("5_results", "Results", "Results"), ("6_try", "Try & export", "Try & export"),
          ("2_model", "Model", "Model")]
-
-# Every element whose text must be read whole: buttons and links that act, headings, tabs, metric
-# labels, widget labels. One of them (or a child) that clips its text (overflow hidden/clip or an
-# ellipsis) while its text is wider than its box is cut off. Tab bars that scroll hide whole tabs,
-# cards shorter than their text clip it (or spill it over what follows), tables that scroll
-# sideways hide columns.
-CUT_OFF_JS = r"""
-() => {
-  const roots = document.querySelectorAll([
-    'button', '[data-testid="stPageLink"] a', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', '[role="tab"]',
-    '[data-testid="stMetricLabel"]', '[data-testid="stMetricValue"]', '[data-testid="stWidgetLabel"]',
-    '[data-testid="stMarkdownContainer"] p'].join(','));
-  const visible = el => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
-  const clips = cs => cs.textOverflow === 'ellipsis' || ['hidden', 'clip'].includes(cs.overflowX);
-  const out = [];
-  const right = document.documentElement.clientWidth;
-  for (const root of roots) {
-    if (!visible(root) || root.closest('[data-testid="stSidebar"][aria-expanded="false"]')) continue;
-    if (root.closest('[data-testid="stToolbar"], [data-testid="stHeader"], .modebar, [data-testid="stDataFrame"]'))
-      continue;
-    for (const el of [root, ...root.querySelectorAll('*')]) {
-      // (not screen-reader-only text, 1 px wide)
-      if (!visible(el) || el.getBoundingClientRect().width <= 2 || !(el.innerText || '').trim()) continue;
-      if (el.closest('[data-testid="stIconMaterial"], .material-symbols-rounded')) continue;
-      if (clips(getComputedStyle(el)) && el.scrollWidth > el.clientWidth + 1) {
-        out.push(`${root.tagName.toLowerCase()}: "${(root.innerText || '').trim().slice(0, 60)}"`
-                 + ` (${el.scrollWidth} px of text in ${el.clientWidth} px)`);
-        break;
-      }
-      if (el.getBoundingClientRect().right > right + 1) {  // spills off the screen's right edge
-        out.push(`${root.tagName.toLowerCase()}: "${(root.innerText || '').trim().slice(0, 60)}"`
-                 + ` runs off the right edge (to ${Math.round(el.getBoundingClientRect().right)} of ${right} px)`);
-        break;
-      }
-    }
-  }
-  // a bordered card (Home's steps, Model's cards) whose text is taller than the card: clipped or spilling out
-  for (const card of document.querySelectorAll('[data-testid="stVerticalBlock"]')) {
-    if (!visible(card) || parseFloat(getComputedStyle(card).borderTopWidth) < 1) continue;
-    const bottom = card.getBoundingClientRect().bottom;
-    const lowest = Math.max(...[...card.querySelectorAll('p, span, a, button, img')]
-      .filter(visible).map(e => e.getBoundingClientRect().bottom), 0);
-    if (lowest > bottom + 2)
-      out.push(`card "${(card.innerText || '').trim().slice(0, 40)}" is too short for its text`
-               + ` (text ends ${Math.round(lowest - bottom)} px below it)`);
-  }
-  // a table whose columns run off its right edge (the runs table, a wide log, may scroll sideways)
-  for (const table of document.querySelectorAll('[data-testid="stDataFrame"]')) {
-    const scroller = table.querySelector('.dvn-scroller');
-    const first = (table.querySelector('th, [role="columnheader"]') || {}).innerText || '';
-    if (visible(table) && scroller && scroller.scrollWidth > scroller.clientWidth + 1 && first.trim() !== 'When')
-      out.push(`table starting "${first.trim()}" scrolls sideways`
-               + ` (${scroller.scrollWidth} in ${scroller.clientWidth} px)`);
-  }
-  for (const bar of document.querySelectorAll('[role="tablist"]')) {
-    if (visible(bar) && bar.scrollWidth > bar.clientWidth + 1)
-      out.push(`tab bar: "${bar.innerText.replace(/\s+/g, ' ').slice(0, 80)}" scrolls`
-               + ` (${bar.scrollWidth} in ${bar.clientWidth} px)`);
-  }
-  return [...new Set(out)];
-}
-"""
 
 # A "Next: ..." action must be a real button: a <button>, or a link drawn as one (a border or a
 # filled background and some padding), not a small grey text link.

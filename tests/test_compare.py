@@ -121,3 +121,7 @@ def test_train_page_compares_two_runs(tmp_path, monkeypatch):
     frames = [df.value for df in at.dataframe]
     assert any("95% range" in frame.columns for frame in frames)
     assert any("Learning rate" in list(frame.get("Setting", [])) for frame in frames)
+    # narrow enough for a projector: the runs are "Run 1", "Run 2" in the tables, named in the score table
+    assert any(list(frame.columns) == ["Setting", "Run 1", "Run 2"] for frame in frames)
+    assert all(str(name).startswith(("Run 1: ", "Run 2: ")) for frame in frames if "95% range" in frame.columns
+               for name in frame["Run"])

@@ -108,7 +108,8 @@ def test_round_trip_on_another_computer_gives_the_same_predictions(trained, tmp_
     try:
         dest = tmp_path / "elsewhere"
         opened = tl_core.open_project(out, dest)
-        assert opened.folder == dest / "pets" and opened.data_root == dest / "pets" / "data"
+        # the pictures keep their folder's name, so run lists still say which pictures a run learned from
+        assert opened.folder == dest / "pets" and opened.data_root == dest / "pets" / "photos"
         new_run = opened.run_dirs[0]
         assert new_run == opened.folder / "runs" / run_dir.name
         assert RunFolder(new_run).config().data.root == str(opened.data_root)
@@ -294,7 +295,7 @@ def test_cli_project_save_and_open(trained, tmp_path, capsys):
 
     assert main(["project", "open", saved["path"], "--dest", str(tmp_path / "there"), "--quiet"]) == 0
     opened = last_json(capsys.readouterr().out)
-    assert opened["path"] == str(tmp_path / "there" / "cli") and opened["data_root"] == str(tmp_path / "there" / "cli" / "data")
+    assert opened["path"] == str(tmp_path / "there" / "cli") and opened["data_root"] == str(tmp_path / "there" / "cli" / data.name)
     assert [Path(r).name for r in opened["runs"]] == [run_dir.name] and opened["bytes"] > 0
     assert RunFolder(opened["runs"][0]).config().data.root == opened["data_root"]
 
@@ -308,3 +309,12 @@ def test_cli_project_save_and_open(trained, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["project", "save", str(tmp_path / "x")])  # --data is required
+
+
+@pytest.mark.parametrize("name, folder", [("cats_and_dogs", "cats_and_dogs"), ("Photos 2024 (class 3B)", "Photos 2024 (class 3B)"),
+                                          ("runs", "data"), ("choices.json", "data"), ("../up", "data"), (".hidden", "data"),
+                                          ("a/b", "data"), ("", "data"), (None, "data"), (42, "data"), ("x" * 200, "data")])
+def test_opened_pictures_keep_their_folder_name_only_when_it_is_safe(name, folder):
+    from tl_core.projects.archive import _data_folder_name
+
+    assert _data_folder_name({"data": {"name": name}}) == folder

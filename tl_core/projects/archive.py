@@ -102,7 +102,7 @@ ProgressFn = Callable[[int, int], None]
 class OpenedProject:
     """Where :func:`open_project` put everything.
 
-    ``folder`` is the new project folder; ``data_root`` the pictures in it (``folder/data``);
+    ``folder`` is the new project folder; ``data_root`` the pictures in it (``folder/<their folder name>``);
     ``run_dirs`` the run folders (``folder/runs/<id>``), each re-pointed to ``data_root`` so
     evaluate, predict, export and redraw work there; ``choices`` the user's choices as saved, with
     paths to the old data folder and runs changed to the new ones (None when none were saved);
@@ -643,8 +643,19 @@ def _load(path: Path) -> Any:
         return None
 
 
-def _repoint(stage: Path, final: Path, manifest: dict) -> tuple[list[Path], dict | None]:
-    data_root = final / DATA_DIR
+def _data_folder_name(manifest: dict) -> str:
+    """The opened pictures' folder keeps the original folder's name ("cats_and_dogs", not "data"), so
+    runs lists and labels still say which pictures a run learned from; "data" when that name is not
+    a plain, safe folder name."""
+    name = (manifest.get("data") or {}).get("name")
+    if (isinstance(name, str) and re.fullmatch(r"[\w][\w .()+-]{0,79}", name) and name.strip() == name
+            and name not in (RUNS_DIR, CHOICES_FILE, MANIFEST_FILE)):
+        return name
+    return DATA_DIR
+
+
+def _repoint(stage: Path, final: Path, manifest: dict, data_name: str = DATA_DIR) -> tuple[list[Path], dict | None]:
+    data_root = final / data_name
     roots = (manifest.get("data") or {}).get("original_roots") or []
     to_data = _rebaser([(r, data_root) for r in roots if isinstance(r, str)])
     run_pairs: list[tuple[str, Path]] = []
@@ -762,7 +773,10 @@ def open_project(path: str | Path, dest_dir: str | Path, *, progress: ProgressFn
                 raise _refusal(src, report.skipped[0])
             done = total
             _verify(stage, manifest, src, tick)
-            run_dirs, choices = _repoint(stage, final, manifest)
+            data_name = _data_folder_name(manifest)
+            if data_name != DATA_DIR and (stage / DATA_DIR).is_dir():
+                os.rename(stage / DATA_DIR, stage / data_name)
+            run_dirs, choices = _repoint(stage, final, manifest, data_name)
             _move_into(stage, final)
         except BaseException as err:
             shutil.rmtree(stage, ignore_errors=True)
@@ -779,5 +793,5 @@ def open_project(path: str | Path, dest_dir: str | Path, *, progress: ProgressFn
             raise
     if progress is not None:
         progress(2 * total, 2 * total)
-    return OpenedProject(folder=final, data_root=final / DATA_DIR, run_dirs=run_dirs, choices=choices,
+    return OpenedProject(folder=final, data_root=final / data_name, run_dirs=run_dirs, choices=choices,
                          manifest=manifest)

@@ -35,6 +35,9 @@ def build_network(timm_name: str, num_classes: int | None = None, *, on_meta_dev
     if "pretrained" in timm_kwargs:
         raise ConfigError("build_network never downloads weights: use tl_core.models.create_model(..., weights=...) "
                           "to get a model with pretrained weights.")
+    if ":" in timm_name:  # "hf-hub:..." / "local-dir:...": timm reads those from the Hub or a folder even unweighted
+        raise ConfigError(f"build_network builds timm models by name only, never {timm_name!r}: choose a model "
+                          "from the catalogue.")
     import timm
 
     if num_classes is not None:

@@ -306,9 +306,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, progress: Pro
     loaded = load_run_model(run.path, device=device)
     if data_dir is None:
         raw = run.summary().get("val_records")
-        if not raw:
+        if not raw or not isinstance(raw, list):
             raise RunError(f"Run {run.run_id} has no list of validation images (it may have stopped before "
-                           "training started). Evaluate it on a test folder instead.")
+                           "training started, or summary.json was changed). Evaluate it on a test folder instead.")
         roots = []
         try:
             roots.append(Path(run.config().data.root))

@@ -8,6 +8,12 @@
   normalised float batch ``(N, 3, S, S)`` with a free batch size; output: logits, apply softmax
   for probabilities); class names and preprocessing are stored inside the file as metadata.
 
+Every export starts from a checked run folder (:func:`tl_core.runs.validate.check_run`: a damaged
+or tampered file is refused with a plain message before anything is written). A bundle is checked
+after writing it: its own predict.py loads it and classifies a picture, and the answer must be the
+run's (:func:`verify_bundle`); until then it sits in a temporary folder next to the target, so a
+failed export leaves nothing behind.
+
 An export that silently computes something else is worse than no export, so ONNX and TorchScript
 are checked as part of exporting: the exported file is run (onnxruntime / ``torch.jit.load``) on
 real images -- up to a few of the run's validation photos plus generated pictures -- with a batch
@@ -45,6 +51,7 @@ from tl_core.config import RunConfig
 from tl_core.errors import ExportError, RunError, TransferLabError
 from tl_core.files import atomic_path, write_json_atomic
 from tl_core.runs import CONFIG_FILE, LABELS_FILE, PREPROCESSING_FILE, WEIGHTS_FILE, RunFolder
+from tl_core.runs.validate import check_run
 
 EXPORT_FORMATS = ("bundle", "safetensors", "onnx", "torchscript")
 # Opset 17 runs on every onnxruntime since 1.13 and on most mobile/edge runtimes. The legacy
@@ -63,10 +70,14 @@ MAX_CHECK_IMAGES = 4
 # Helpers
 # ----------------------------------------------------------------------------------------------
 def _open(run_dir: str | Path) -> RunFolder:
+    """The run to export, refused with a plain message before any work: no weights yet, or a
+    damaged or tampered small file (:func:`tl_core.runs.validate.check_run`; the weights themselves
+    are checked when the model is loaded)."""
     run = RunFolder.open(run_dir)
     if not run.has_weights():
         raise RunError(f"Run {run.run_id} has no saved weights yet (it stopped before the first epoch ended), "
                        "so there is nothing to export.")
+    check_run(run.path, weights=False)
     return run
 
 
@@ -93,9 +104,10 @@ def check_images(run_dir: str | Path, size: int, limit: int = MAX_CHECK_IMAGES) 
     root = None
     try:
         root = Path(run.config().data.root)
+        records = run.summary().get("val_records")
     except TransferLabError:
-        pass
-    for rec in (run.summary().get("val_records") or [])[: limit * 3]:
+        records = None
+    for rec in (records if isinstance(records, list) else [])[: limit * 3]:
         if len(images) >= limit:
             break
         try:
@@ -149,10 +161,10 @@ def _load(run: RunFolder):
 # Bundle
 # ----------------------------------------------------------------------------------------------
 def bundle_preprocessing(run_dir: str | Path) -> dict:
-    """The run's preprocessing plus what a stand-alone user needs: model name, class count, opset."""
-    run = RunFolder.open(run_dir)
-    prep = dict(run.preprocessing())
-    prep.update({"model": run.config().model.name, "num_classes": len(run.labels()), "onnx_opset": ONNX_OPSET,
+    """The run's preprocessing (checked) plus what a stand-alone user needs: model name, class count, opset."""
+    checked = check_run(run_dir, weights=False)
+    prep = dict(checked.preprocessing)
+    prep.update({"model": checked.model_name, "num_classes": len(checked.classes), "onnx_opset": ONNX_OPSET,
                  "crop": f"resize the short side, then centre-crop {prep.get('size')}x{prep.get('size')} "
                          f"(crop_pct {prep.get('crop_pct', 1.0)})",
                  "input_scale": "pixel / 255, then (x - mean) / std, RGB channel order, NCHW"})
@@ -186,7 +198,11 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the bundle folder and return its path.
 
     The folder is both a stand-alone package (``python predict.py IMAGE``) and a run folder that
-    :func:`tl_core.results.inference.load_run_model` (and so ``tl predict``) can open.
+    :func:`tl_core.results.inference.load_run_model` (and so ``tl predict``) can open. Like the ONNX and
+    TorchScript files it is checked before it counts as exported: written next to ``out_dir`` first,
+    loaded the way its own predict.py loads it, asked about a picture, and compared with the run's
+    model (:func:`verify_bundle`). Only a bundle that answers as the run does is moved into
+    ``out_dir``; otherwise nothing is left behind and :class:`ExportError` says why.
     """
     run = _open(run_dir)
     out = Path(out_dir).expanduser()
@@ -194,28 +210,126 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         raise ExportError(f"{out} is a file; choose a folder name (or a name ending in .zip) for the bundle.")
     if out.exists() and out.resolve() == run.path.resolve():
         raise ExportError("Choose another folder for the bundle: it cannot be written into the run folder itself.")
-    labels = run.labels()
-    out.mkdir(parents=True, exist_ok=True)
+    loaded = _load(run)  # checks the whole run folder, weights included, before anything is written
+    made = _missing_parents(out)
+    staging: Path | None = None
     try:
-        shutil.copyfile(run.weights_path, out / WEIGHTS_FILE)
-        (out / CONFIG_FILE).write_text(shareable_config(run.path).to_json() + "\n", encoding="utf-8")
-        write_json_atomic(out / LABELS_FILE, list(labels))
-        write_json_atomic(out / PREPROCESSING_FILE, bundle_preprocessing(run.path))
-        from tl_core.results.templates import template_text
-
-        (out / PREDICT_SCRIPT).write_text(template_text("predict.py"), encoding="utf-8")
-        (out / MODEL_CARD_FILE).write_text(model_card(run.path), encoding="utf-8")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        _write_bundle(run, staging)
+        verify_bundle(staging, loaded)
+        _move_files(staging, out)
     except OSError as err:
+        _remove_made(made)
         raise ExportError(f"Could not write the bundle to {out}: {err.strerror or err}.") from None
+    except BaseException:
+        _remove_made(made)
+        raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
+def _write_bundle(run: RunFolder, folder: Path) -> None:
+    """The bundle's files, from the (checked) run folder into the empty ``folder``."""
+    from tl_core.results.templates import template_text
+
+    shutil.copyfile(run.weights_path, folder / WEIGHTS_FILE)
+    (folder / CONFIG_FILE).write_text(shareable_config(run.path).to_json() + "\n", encoding="utf-8")
+    write_json_atomic(folder / LABELS_FILE, list(run.labels()))
+    write_json_atomic(folder / PREPROCESSING_FILE, bundle_preprocessing(run.path))
+    (folder / PREDICT_SCRIPT).write_text(template_text("predict.py"), encoding="utf-8")
+    (folder / MODEL_CARD_FILE).write_text(model_card(run.path), encoding="utf-8")
+
+
+def verify_bundle(folder: str | Path, loaded: Any) -> dict:
+    """Prove that the bundle in ``folder`` answers as the run's model ``loaded`` does: its own
+    predict.py (``main``, the code its users run) classifies a picture, and every category's
+    probability must equal ``loaded``'s within :data:`PARITY_TOLERANCE`. Returns the picture's
+    line as predict.py printed it; :class:`ExportError` when the bundle fails to load or answers
+    differently, with predict.py's own words."""
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="tl-bundle-check-") as tmp:
+        picture = Path(tmp) / "check.png"
+        _generated_images(loaded.preprocessing.size)[-1].save(picture)  # not square: exercises the crop
+        line, said = _run_predict_script(folder, picture, len(loaded.classes))
+        from tl_core.data.images import load_image
+
+        expected = loaded.predict_proba([load_image(str(picture))])[0].tolist()
+    if line is None:
+        raise ExportError(f"The bundle could not be checked: its predict.py did not classify a test picture "
+                          f"({said or 'no answer'}). Nothing was saved.")
+    got = {t.get("label"): t.get("probability") for t in line.get("top") or []}
+    want = dict(zip(loaded.classes, expected))
+    if set(got) != set(want) or any(not isinstance(got[c], float) or not abs(got[c] - want[c]) <= PARITY_TOLERANCE
+                                   for c in want):  # "not <=": a NaN never passes
+        raise ExportError("The bundle does not reproduce the model: its predict.py gives other answers than "
+                          "Transfer Lab for the same picture. Nothing was saved.")
+    return line
+
+
+def _run_predict_script(folder: Path, picture: Path, k: int) -> tuple[dict | None, str]:
+    """Run the bundle's predict.py in this process on ``picture`` (all ``k`` categories): its
+    JSON line, or None and what it said on stderr (or the error it raised)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tl_bundle_check", folder / PREDICT_SCRIPT)
+    if spec is None or spec.loader is None:
+        return None, f"{PREDICT_SCRIPT} is missing"
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            code = module.main([str(picture), "--bundle", str(folder), "--top-k", str(k)])
+    except Exception as exc:  # noqa: BLE001 - whatever breaks in the bundle's script is the bundle's failure
+        return None, f"{type(exc).__name__}: {str(exc)[:200]}"
+    lines = [text for text in out.getvalue().splitlines() if text.strip()]
+    if code != 0 or len(lines) != 1:
+        return None, err.getvalue().strip()[:300]
+    try:
+        return json.loads(lines[0]), ""
+    except json.JSONDecodeError:
+        return None, f"it printed {lines[0][:100]!r}"
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet (nearest first): what a failed export removes again."""
+    out = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        out.append(parent)
+    return out
+
+
+def _remove_made(folders: list[Path]) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _move_files(staging: Path, out: Path) -> None:
+    """The verified bundle into ``out``: the whole folder when ``out`` is new, else file by file
+    (an existing folder keeps its other files, as before)."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    for f in staging.iterdir():
+        f.replace(out / f.name)
+
+
 def _zip_folder(folder: Path, zip_path: Path, top: str) -> Path:
-    with atomic_path(zip_path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(folder.iterdir()):
-                if f.is_file():
-                    zf.write(f, f"{top}/{f.name}")
+    try:
+        with atomic_path(zip_path) as tmp:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                for f in sorted(folder.iterdir()):
+                    if f.is_file():
+                        zf.write(f, f"{top}/{f.name}")
+    except OSError as err:
+        raise ExportError(f"Could not write the bundle to {zip_path}: {err.strerror or err}.") from None
     return zip_path
 
 
@@ -480,7 +594,10 @@ def model_card(run_dir: str | Path) -> str:
     """MODEL_CARD.md: data, model and freeze plan, training settings, metrics and known limits."""
     run = RunFolder.open(run_dir)
     cfg = run.config()
-    summary = run.summary()
+    try:
+        summary = run.summary()
+    except RunError:  # a damaged summary costs the card its facts, not the export
+        summary = {}
     try:
         classes = run.labels()
     except RunError:
@@ -497,7 +614,7 @@ def model_card(run_dir: str | Path) -> str:
              f"An image classifier that sorts photos into {len(classes)} categories. It was made with Transfer "
              f"Lab by fine-tuning the pretrained `{cfg.model.name}` network (timm) on a folder of labelled images.",
              ""]
-    if status.get("state") not in (None, "finished"):
+    if status.get("state") not in (None, "finished") and not status.get("damaged"):
         lines += [f"> Training state when exported: **{status.get('state')}**. These are the best weights saved "
                   "so far.", ""]
 
@@ -599,4 +716,5 @@ def model_card(run_dir: str | Path) -> str:
 
 __all__ = ["EXPORT_FORMATS", "ONNX_OPSET", "PARITY_TOLERANCE", "ExportError", "export_bundle", "export_bundle_zip",
            "export_onnx", "export_torchscript", "export_run", "bundle_zip_bytes", "onnx_bytes", "torchscript_bytes",
-           "model_card", "check_onnx", "check_torchscript", "parity", "check_images", "bundle_preprocessing"]
+           "model_card", "check_onnx", "check_torchscript", "parity", "check_images", "bundle_preprocessing",
+           "verify_bundle"]

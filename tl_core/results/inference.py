@@ -16,7 +16,7 @@ from torch import nn
 from tl_core.errors import RunError
 from tl_core.models.builder import build_network
 from tl_core.models.preprocess import Preprocessing
-from tl_core.runs import RunFolder
+from tl_core.runs.validate import check_run
 
 
 @dataclass
@@ -33,7 +33,7 @@ class LoadedModel:
         outs = []
         for i in range(0, len(images), batch_size):
             x = self.preprocessing.to_input(list(images[i:i + batch_size]), self.device)
-            outs.append(torch.softmax(self.model(x).float(), dim=1).cpu())
+            outs.append(self._probabilities(x))
         return torch.cat(outs) if outs else torch.empty(0, len(self.classes))
 
     @torch.inference_mode()
@@ -43,8 +43,18 @@ class LoadedModel:
         outs = []
         for i in range(0, len(batch), batch_size):
             x = norm(batch[i:i + batch_size].to(self.device))
-            outs.append(torch.softmax(self.model(x).float(), dim=1).cpu())
+            outs.append(self._probabilities(x))
         return torch.cat(outs) if outs else torch.empty(0, len(self.classes))
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax of the model's answer, refused when it is not a number: a NaN would reach the user
+        as ``"probability": NaN`` (not even valid JSON) or as a confident wrong class."""
+        probs = torch.softmax(self.model(x).float(), dim=1).cpu()
+        if not bool(torch.isfinite(probs).all()):
+            raise RunError(f"Model {self.model_name} gave no usable answer (not a number) for this picture: its "
+                           "weights or preprocessing.json are damaged. Train the model again, or use an undamaged "
+                           "copy of the run folder.")
+        return probs
 
     def top_k(self, image: Image.Image, k: int = 5) -> list[dict]:
         probs = self.predict_proba([image])[0]
@@ -54,16 +64,17 @@ class LoadedModel:
 
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    run = RunFolder.open(run_dir)
-    cfg = run.config()
-    classes = run.labels()
-    prep = Preprocessing.from_dict(run.preprocessing())
-    model = build_network(cfg.model.name, len(classes))  # the bare architecture; the run's weights follow
-    state = run.load_state_dict()
+    """The run's model, ready to classify: checked first (:func:`tl_core.runs.validate.check_run`:
+    a catalogue model, sound labels, preprocessing and weights), then built bare and filled with the
+    run's own weights. Never downloads anything; a damaged folder is a :class:`RunError` naming the file."""
+    checked = check_run(run_dir)
+    prep = Preprocessing.from_dict(checked.preprocessing)
+    model = build_network(checked.model_name, len(checked.classes))  # the bare architecture; the run's weights follow
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise RunError(f"The weights in {run.path} do not match model {cfg.model.name}: {str(err)[:300]}") from None
+        model.load_state_dict(checked.state_dict, strict=True)
+    except RuntimeError as err:  # check_run compared every key and shape: only a surprise lands here
+        raise RunError(f"The weights in {checked.path} do not match model {checked.model_name}: "
+                       f"{str(err)[:300]}") from None
     device = torch.device(device)
     model.to(device).eval()
-    return LoadedModel(model, classes, prep, cfg.model.name, device)
+    return LoadedModel(model, checked.classes, prep, checked.model_name, device)

@@ -20,6 +20,7 @@ Writes of whole files are atomic (temp file + ``os.replace``) so a reader never 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -32,8 +33,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tl_core.config import RunConfig
-from tl_core.errors import RunError
+from tl_core.errors import ConfigError, RunError
 from tl_core.files import atomic_path, write_json_atomic
+from tl_core.runs.contents import (ADVICE, bundle_notes_problem, check_labels, check_model_name, check_preprocessing,
+                                   damaged, status_problem, weights_header_problem)
 from tl_core.runs.events import EPOCH_END
 
 STATES = ("queued", "running", "finished", "stopped", "failed")
@@ -58,12 +61,16 @@ def default_runs_dir() -> Path:
 
 
 def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON in ``path``, ``default`` when there is no such file, and a plain :class:`RunError`
+    naming the file when it cannot be read or is not JSON (never a stack trace)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunError(f"{path.name} in {path.parent} is damaged ({err}).") from None
+    except OSError as err:  # a folder in its place, no permission...
+        raise RunError(f"{path.name} in {path.parent} cannot be read ({err.strerror or err}).") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -121,39 +128,66 @@ class RunFolder:
 
     # -- config / labels / preprocessing ----------------------------------------------------
     def config(self) -> RunConfig:
-        return RunConfig.load(self.path / CONFIG_FILE)
+        """The run's settings; a damaged config.json is a :class:`RunError` that names it."""
+        path = self.path / CONFIG_FILE
+        try:
+            return RunConfig.load(path)
+        except ConfigError as err:
+            raise damaged(path, f"is not a valid run configuration ({err})") from None
+        except (UnicodeDecodeError, TypeError, ValueError) as err:  # a setting of the wrong kind
+            raise damaged(path, f"is not a valid run configuration ({type(err).__name__}: {str(err)[:120]})") from None
+        except OSError as err:
+            raise RunError(f"{path.name} in {self.path} cannot be read ({err.strerror or err}).") from None
 
     def save_labels(self, classes: list[str]) -> None:
         write_json_atomic(self.path / LABELS_FILE, list(classes))
 
     def labels(self) -> list[str]:
+        """The category names in output order, checked (:func:`~tl_core.runs.contents.check_labels`)."""
         labels = read_json(self.path / LABELS_FILE)
-        if not labels:
+        if labels is None:
             raise RunError(f"Run {self.run_id} has no labels yet: it never got as far as reading the data.")
-        return labels
+        return check_labels(labels, self.path / LABELS_FILE)
 
     def save_preprocessing(self, prep: dict) -> None:
         write_json_atomic(self.path / PREPROCESSING_FILE, prep)
 
     def preprocessing(self) -> dict:
+        """How pictures become the model's input, checked
+        (:func:`~tl_core.runs.contents.check_preprocessing`): bounded like training, no division by zero."""
         prep = read_json(self.path / PREPROCESSING_FILE)
-        if not prep:
+        if prep is None:
             raise RunError(f"Run {self.run_id} has no preprocessing.json.")
-        return prep
+        return check_preprocessing(prep, self.path / PREPROCESSING_FILE)
 
     def save_summary(self, summary: dict) -> None:
-        merged = {**(read_json(self.path / SUMMARY_FILE, {}) or {}), **summary}
-        write_json_atomic(self.path / SUMMARY_FILE, merged)
+        try:
+            previous = self.summary()
+        except RunError:  # a damaged summary is replaced, not a reason to lose the new facts
+            previous = {}
+        write_json_atomic(self.path / SUMMARY_FILE, {**previous, **summary})
 
     def summary(self) -> dict:
-        return read_json(self.path / SUMMARY_FILE, {}) or {}
+        """What the run recorded for the model card and the screens ({} before it has any);
+        a summary.json that is not a JSON object is a :class:`RunError` naming it."""
+        path = self.path / SUMMARY_FILE
+        summary = read_json(path, {})
+        if summary is None:
+            return {}
+        if not isinstance(summary, dict):
+            raise damaged(path, "should hold the run's facts, but holds something else")
+        return summary
 
     # -- status -----------------------------------------------------------------------------
     def write_status(self, state: str, message: str = "", **extra: Any) -> None:
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}")
         now = time.time()
-        previous = read_json(self.path / STATUS_FILE, {}) or {}
+        try:
+            previous = read_json(self.path / STATUS_FILE, {})
+        except RunError:  # a damaged status is replaced by the new one
+            previous = {}
+        previous = previous if isinstance(previous, dict) else {}
         status = {**previous, **extra, "state": state, "message": message, "updated_at": now,
                   "pid": os.getpid(), "host": socket.gethostname()}
         status.setdefault("created_at", now)
@@ -165,8 +199,10 @@ class RunFolder:
 
     def status(self) -> dict:
         """The status as written, except that a run whose training process is gone while it
-        says "running" is reported as failed (interrupted): its best weights are still there."""
-        status = read_json(self.path / STATUS_FILE, {}) or {"state": "failed", "message": "No status file."}
+        says "running" is reported as failed (interrupted): its best weights are still there.
+        A damaged status.json never raises: the run is reported as failed, ``damaged`` True, with
+        a message that names the file (run lists and live views go on for the other runs)."""
+        status = self._status_as_written()
         if status.get("state") in ACTIVE_STATES and status.get("host") == socket.gethostname():
             pid = status.get("pid")
             if isinstance(pid, int) and not _pid_alive(pid):
@@ -175,6 +211,19 @@ class RunFolder:
                                      "training. The best weights saved so far are kept."
                                      if self.has_weights() else
                                      "Interrupted before any weights were saved."}
+        return status
+
+    def _status_as_written(self) -> dict:
+        path = self.path / STATUS_FILE
+        try:
+            status = read_json(path)
+        except RunError as err:
+            return {"state": "failed", "damaged": True, "message": f"{err} {ADVICE}"}
+        if status is None:
+            return {"state": "failed", "message": "No status file."}
+        problem = status_problem(status, STATES)
+        if problem is not None:
+            return {"state": "failed", "damaged": True, "message": str(damaged(path, problem))}
         return status
 
     @property
@@ -192,20 +241,21 @@ class RunFolder:
         return list(self.iter_events(kinds))
 
     def iter_events(self, kinds: tuple[str, ...] | None = None) -> Iterator[dict]:
-        """Events written so far; a half-written last line (a run still writing) is skipped."""
+        """Events written so far. A half-written last line (a run still writing) is left for later,
+        and a line that is not a well-formed event (damaged bytes, not JSON, not an object, an
+        epoch without its numbers) is skipped, so a damaged line costs that line, not the run."""
         try:
-            fh = open(self.path / METRICS_FILE, encoding="utf-8")
+            fh = open(self.path / METRICS_FILE, "rb")
         except FileNotFoundError:
             return
+        except OSError:  # a folder in its place, no permission: no events to show
+            return
         with fh:
-            for line in fh:
-                if not line.endswith("\n"):
+            for raw in fh:
+                if not raw.endswith(b"\n"):
                     break
-                try:
-                    ev = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if kinds is None or ev.get("event") in kinds:
+                ev = _parse_event(raw)
+                if ev is not None and (kinds is None or ev.get("event") in kinds):
                     yield ev
 
     def epoch_logs(self) -> list[dict]:
@@ -227,11 +277,39 @@ class RunFolder:
             save_file(tensors, str(tmp), metadata=metadata or {})
 
     def load_state_dict(self) -> dict:
+        """The saved weights as they are in the file (:func:`tl_core.runs.validate.check_run` also
+        checks them against the model); a damaged file is a :class:`RunError` that names it."""
         from safetensors.torch import load_file
 
         if not self.has_weights():
             raise RunError(f"Run {self.run_id} has no saved weights (it stopped before the first epoch ended).")
-        return load_file(str(self.weights_path))
+        problem = weights_header_problem(self.weights_path)
+        if problem is not None:
+            raise damaged(self.weights_path, problem)
+        try:
+            return load_file(str(self.weights_path))
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error kinds
+            raise damaged(self.weights_path, f"cannot be read as weights ({type(err).__name__})") from None
+
+    def problem(self) -> str | None:
+        """Why this run cannot be loaded, from its small files and the header of its weights; None
+        when nothing is wrong (or it has not got that far yet). Quick (no PyTorch, a few kilobytes
+        read), so run lists show a damaged run as damaged; loading checks everything
+        (:func:`tl_core.runs.validate.check_run`)."""
+        try:
+            name = check_model_name(self.config().model.name, self.path / CONFIG_FILE)
+            classes = self.labels() if (self.path / LABELS_FILE).exists() else None
+            prep = self.preprocessing() if (self.path / PREPROCESSING_FILE).exists() else None
+        except RunError as err:
+            return str(err)
+        notes = bundle_notes_problem(prep, name, len(classes)) if prep is not None and classes is not None else None
+        if notes is not None:
+            return str(damaged(self.path / PREPROCESSING_FILE, notes))
+        if self.has_weights():
+            weights = weights_header_problem(self.weights_path)
+            if weights is not None:
+                return str(damaged(self.weights_path, weights))
+        return None
 
     # -- what the user wrote: title and note -------------------------------------------------
     def user(self) -> dict:
@@ -268,7 +346,8 @@ class RunFolder:
     def describe(self) -> dict:
         """A plain-data summary for run lists: what it trained on, with what, how it went, how
         long it took and what the user called it. Never fails on a damaged config, summary or
-        user.json: the field is then unknown (None or "?")."""
+        user.json: the field is then unknown (None or "?"). ``damaged`` says why the run cannot be
+        loaded (:meth:`problem`), None for a sound one."""
         status = self.status()
         cfg = None
         try:
@@ -285,16 +364,17 @@ class RunFolder:
         except RunError:
             user = {"title": None, "note": None}
         state = status.get("state")
-        created = status.get("created_at")
-        if not isinstance(created, (int, float)):
+        created = _number(status.get("created_at"))
+        if created is None:
             created = _mtime(self.path / CONFIG_FILE)
-        best = summ.get("best_val_accuracy", status.get("best_val_accuracy"))
-        epochs_done = status.get("epoch")
+        best = _number(summ.get("best_val_accuracy", status.get("best_val_accuracy")), 0.0, 1.0)
+        epochs_done = _whole(status.get("epoch"))
         if epochs_done is None:
-            epochs_done = summ.get("epochs_done")
-        epochs_planned = status.get("epochs")
+            epochs_done = _whole(summ.get("epochs_done"))
+        epochs_planned = _whole(status.get("epochs"))
         if epochs_planned is None and cfg is not None:
             epochs_planned = cfg.train.epochs
+        damage = self.problem() or (status["message"] if status.get("damaged") else None)
         return {"run_id": self.run_id, "path": str(self.path), "state": state,
                 "message": status.get("message", ""), "model": model, "preset": preset, "data": data,
                 "created_at": created, "best_val_accuracy": best,
@@ -305,7 +385,37 @@ class RunFolder:
                 "custom_layers": bool(cfg is not None and cfg.freeze.frozen_groups is not None),
                 "seconds": _seconds_taken(status, summ), "epochs_planned": epochs_planned,
                 "active": state in ACTIVE_STATES, "title": user["title"], "note": user["note"],
-                "val_images": _val_images(summ)}
+                "val_images": _val_images(summ), "damaged": damage}
+
+
+def _number(value: Any, lo: float = -math.inf, hi: float = math.inf) -> float | None:
+    """``value`` when it is a finite number within ``lo..hi``, else None: a run list shows an
+    unknown instead of failing on a hand-edited file (``"best_val_accuracy": "high"``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value if lo <= value <= hi else None
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` when it is a whole number of 0 or more (an epoch count), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _parse_event(raw: bytes) -> dict | None:
+    """One ``metrics.jsonl`` line as an event, or None when it is not a well-formed one: what the
+    readers (epoch logs, the live view) index into must be there with the right kind."""
+    try:
+        ev = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(ev, dict) or not isinstance(ev.get("event"), str):
+        return None
+    for key in ("logs", "info"):
+        if key in ev and not isinstance(ev[key], dict):
+            return None
+    if ev["event"] == EPOCH_END and (not isinstance(ev.get("logs"), dict) or not isinstance(ev.get("epoch"), int)):
+        return None
+    return ev
 
 
 def _val_images(summary: dict) -> int | None:
@@ -313,7 +423,8 @@ def _val_images(summary: dict) -> int | None:
     counts = summary.get("val_counts")
     if not isinstance(counts, dict):
         return None
-    total = sum(int(v) for v in counts.values() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    total = sum(int(v) for v in counts.values()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
     return total or None
 
 

@@ -11,6 +11,8 @@ Prints one JSON object per image on its own line:
 Needs only torch, timm and Pillow (``pip install torch timm pillow``; timm brings torchvision and
 safetensors with it). The image is prepared exactly as during training (see preprocessing.json):
 resize the short side, centre-crop the square, scale to [0, 1], normalise with mean and std.
+It builds only Transfer Lab's own networks, bare, and fills them with model.safetensors: it never
+downloads anything, and refuses files that were changed (another model, impossible settings).
 """
 from __future__ import annotations
 
@@ -22,21 +24,99 @@ from pathlib import Path
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 HERE = Path(__file__).resolve().parent
 
+# The networks Transfer Lab trains (its catalogue), the only ones this script builds: always bare
+# (pretrained=False) and filled with this folder's model.safetensors. Any other name is refused, so a
+# changed preprocessing.json cannot make it fetch anything ("hf-hub:..." would download files).
+CATALOGUE = ("tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k",
+             "mobilenetv3_small_100.lamb_in1k", "mobilenetv3_large_100.ra_in1k", "efficientnet_b0.ra_in1k",
+             "convnext_atto.d2_in1k", "regnety_008.pycls_in1k", "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+             "resnet18.a1_in1k", "convnext_nano.in12k_ft_in1k", "resnet50.a1_in1k")
+# What Transfer Lab trains with: bigger pictures cost minutes and gigabytes each; a std of 0 divides by zero.
+IMAGE_SIZE_RANGE = (32, 1024)
+MEAN_RANGE = (0.0, 1.0)
+STD_RANGE = (0.01, 1.0)
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
+CROP_MODES = ("center", "squash", "border")
+CROP_PCT_RANGE = (0.5, 1.0)
+
+
+class BundleError(ValueError):
+    """A file of the bundle is missing, damaged or was changed; the message says which and what."""
+
+
+def check_model_name(name) -> str:
+    """``name`` when it is one of Transfer Lab's networks (or one of timm's built-in test networks)."""
+    import timm
+
+    known = set(CATALOGUE) | {tag.split(".", 1)[0] for tag in CATALOGUE}
+    if isinstance(name, str) and (name in known or (name.startswith("test_") and ":" not in name
+                                                    and name.split(".", 1)[0] in timm.list_models("test_*"))):
+        return name
+    raise BundleError(f"preprocessing.json names the model {name!r}, which is not one of Transfer Lab's models; "
+                      "this script only loads those, from model.safetensors.")
+
+
+def check_labels(labels) -> list:
+    """The category names: a list of at least two different, non-empty texts."""
+    if (not isinstance(labels, list) or len(labels) < 2 or len(set(map(str, labels))) != len(labels)
+            or not all(isinstance(x, str) and x.strip() for x in labels)):
+        raise BundleError("labels.json should list at least two different category names (texts).")
+    return labels
+
+
+def _numbers(value, count: int, lo: float, hi: float) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return len(values) == count and all(isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+                                        for v in values)
+
+
+def check_preprocessing(prep) -> dict:
+    """The picture settings, within what Transfer Lab trains with."""
+    if not isinstance(prep, dict):
+        raise BundleError("preprocessing.json should hold the picture settings.")
+    size = prep.get("size")
+    checks = (("size", isinstance(size, int) and not isinstance(size, bool) and _numbers(size, 1, *IMAGE_SIZE_RANGE)),
+              ("mean", _numbers(prep.get("mean"), 3, *MEAN_RANGE)), ("std", _numbers(prep.get("std"), 3, *STD_RANGE)),
+              ("interpolation", prep.get("interpolation", "bicubic") in INTERPOLATIONS),
+              ("crop_pct", _numbers(prep.get("crop_pct", 1.0), 1, *CROP_PCT_RANGE)),
+              ("crop_mode", prep.get("crop_mode", "center") in CROP_MODES))
+    bad = [key for key, ok in checks if not ok]
+    if bad:
+        raise BundleError(f"preprocessing.json has a missing or impossible {bad[0]!r} ({prep.get(bad[0])!r}).")
+    return prep
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path.name} is damaged ({err}).") from None
+
 
 def load_bundle(folder: Path, device: str):
-    """The model, its class names and its preprocessing from the bundle folder."""
+    """The model, its class names and its preprocessing from the bundle folder, each checked first."""
     import timm
-    import torch
     from safetensors.torch import load_file
 
-    labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
-    prep = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
+    labels = check_labels(_read_json(folder / "labels.json"))
+    prep = check_preprocessing(_read_json(folder / "preprocessing.json"))
     name = prep.get("model")
     if not name:  # older bundles: the name is in the run configuration
-        name = json.loads((folder / "config.json").read_text(encoding="utf-8"))["model"]["name"]
-    # standalone script copied into bundles (cannot import tl_core), so it calls timm itself
-    model = timm.create_model(name, pretrained=False, num_classes=len(labels))
-    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+        config = _read_json(folder / "config.json")
+        name = (config.get("model") or {}).get("name") if isinstance(config, dict) else None
+    # standalone script copied into bundles (cannot import tl_core), so it calls timm itself: never a download
+    model = timm.create_model(check_model_name(name), pretrained=False, num_classes=len(labels))
+    try:
+        weights = load_file(str(folder / "model.safetensors"))
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - safetensors has its own error kinds for broken files
+        raise BundleError(f"model.safetensors is damaged ({str(err)[:120]}).") from None
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError:
+        raise BundleError(f"model.safetensors does not fit model {name} with the {len(labels)} categories of "
+                          "labels.json: the files do not belong together.") from None
     model.to(device).eval()
     return model, labels, prep
 
@@ -152,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"Model files missing next to predict.py: {err.filename}", file=sys.stderr)
         return 2
+    except BundleError as err:
+        print(f"This model cannot be used: {err} Export it again from Transfer Lab.", file=sys.stderr)
+        return 2
     transform = build_transform(prep)
     k = max(1, min(args.top_k, len(labels)))
     failed = 0
@@ -172,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         with torch.inference_mode():
             probs = torch.softmax(model(to_input(images, prep, transform, args.device)).float(), dim=1).cpu()
+        if not bool(torch.isfinite(probs).all()):
+            print("The model gave no usable answer (not a number): model.safetensors is damaged. Export it again "
+                  "from Transfer Lab.", file=sys.stderr)
+            return 2
         for path, row in zip(chunk, probs):
             vals, idx = row.topk(k)
             top = [{"label": labels[i], "probability": float(v)} for v, i in zip(vals.tolist(), idx.tolist())]

@@ -471,6 +471,10 @@ with guard():
             live(run_dir)
         elif view is not None:
             draw(view)
+            if view.state == "finished":  # the Results and Try pages answer at once when it is looked at
+                from tl_core.app import aftercare
+
+                aftercare.prepare_in_background(run_dir, busy=lambda: jobs.active_job() is not None)
 
     if active_job is not None:
         st.fragment(run_every=2)(all_runs)(run_dir)

@@ -27,6 +27,15 @@ def evaluation(run_dir: str, evaluate):
         saved = evaluate.load_evaluation(run_dir)
         if saved is not None:
             return saved
+    from tl_core.app import aftercare
+
+    preparing = aftercare.running(run_dir)
+    if preparing is not None:  # started when the run finished: wait for it rather than do it twice
+        with st.spinner("Checking the model on the pictures kept aside…"):
+            preparing.join(300)
+        saved = evaluate.load_evaluation(run_dir) if aftercare.evaluation_is_ready(run_dir) else None
+        if saved is not None:
+            return saved
     bar = st.progress(0.0, text="Checking the model on the pictures kept aside…")
 
     def progress(done: int, total: int) -> None:

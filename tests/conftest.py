@@ -26,6 +26,9 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     timing = sys.modules.get("tl_core.app.timing")
     if timing is not None:
         timing.stop_background()
+    aftercare = sys.modules.get("tl_core.app.aftercare")
+    if aftercare is not None:  # a finished run's evaluation and bundle, started by a page
+        aftercare.wait_all()
 
 
 @pytest.fixture(scope="session")

@@ -11,4 +11,5 @@ Still Streamlit-free (tested headless): the pages in ``pages/`` are the only cod
 - :mod:`~tl_core.app.jobs`        training in a background thread owned by the server
 - :mod:`~tl_core.app.timing`      time estimates measured in the background for the Model page
 - :mod:`~tl_core.app.plots`       plotly figures from run data
+- :mod:`~tl_core.app.aftercare`   a finished run's evaluation and bundle, prepared in the background
 """

@@ -280,8 +280,8 @@ def need_data() -> str | None:
 def run_picker(key: str, label: str = "Run", only_with_weights: bool = False) -> str | None:
     """A select box of the runs on disk, defaulting to the current run. Returns its folder."""
     runs = list_runs(runs_dir())
-    if only_with_weights:
-        runs = [r for r in runs if r.get("has_weights")]
+    if only_with_weights:  # (a damaged run stays in the Train page's table, marked, with its message)
+        runs = [r for r in runs if r.get("has_weights") and not r.get("damaged")]
     if not runs:
         return None
     current = current_run_dir()

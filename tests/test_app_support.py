@@ -293,3 +293,10 @@ def test_the_bar_only_moves_forward_through_the_stages(dirs, monkeypatch):
     assert seen[2] == pytest.approx(0.1) and seen[4] == pytest.approx(0.4) and seen[5] == pytest.approx(0.7)
     shares = [s["share"] for s in live.live_view(run.path).segments]
     assert shares == pytest.approx([0.1, 0.3, 0.6])
+
+
+def test_a_damaged_run_says_so_in_the_runs_table():
+    desc = {"run_id": "r", "data_name": "cats", "model": "resnet18", "preset": "head", "state": "finished",
+            "damaged": "labels.json in r is damaged"}
+    assert formatting.run_row(desc)["State"] == "damaged"
+    assert formatting.run_row({**desc, "damaged": None})["State"] == "finished"

@@ -149,7 +149,7 @@ def run_row(desc: dict) -> dict:
             "Best accuracy": format_accuracy(desc.get("best_val_accuracy"), desc.get("val_images")),
             "Took": format_seconds(took) if took is not None else "",
             "Epochs": format_epochs(desc),
-            "State": desc.get("state") or "?",
+            "State": "damaged" if desc.get("damaged") else (desc.get("state") or "?"),
             "Run folder": desc.get("run_id", "")}
 
 

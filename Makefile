@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8501
+# The names a browser may use to reach the app (the Host header; see .streamlit/config.toml). With a
+# HOST other than this computer, the machine's own names and addresses join the list.
+LOCAL_NAMES := localhost 127.0.0.1 ::1
+ALLOWED_HOSTS ?= $(LOCAL_NAMES) $(if $(filter-out 127.0.0.1 localhost,$(HOST)),$(HOST) $(shell hostname 2>/dev/null) $(shell hostname -I 2>/dev/null))
 
 .PHONY: run test check install system-deps bench clean
 
@@ -34,7 +38,8 @@ check: $(STAMP) system-deps
 # tl_core.runtime.allocator keep freed activations (1.7x faster CPU fine-tuning in the app).
 run: $(STAMP)
 	$(PY) -m tl_core.data.sample
-	MALLOC_ARENA_MAX=1 $(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
+	MALLOC_ARENA_MAX=1 $(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
+		$(foreach h,$(ALLOWED_HOSTS),--server.allowedHosts $(h))
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run_bench.py

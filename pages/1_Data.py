@@ -7,10 +7,9 @@ from pathlib import Path
 import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
-from tl_core.errors import DataError
 from tl_core.app.formatting import markdown_safe
-from tl_core.app.previews import checked_dataset, examples_per_class, split_preview
-from tl_core.app.workspace import new_upload_dir, upload_limit_mb, uploaded_signature
+from tl_core.app.previews import checked_dataset, display_picture, examples_per_class, split_preview
+from tl_core.app.workspace import folder_access, new_upload_dir, upload_limit_mb, uploaded_signature
 
 require_app(__file__)
 
@@ -88,17 +87,22 @@ with tab_path:
     def typed_enter() -> None:  # Enter in the field ("Press Enter to apply") does what the button does
         st.session_state["data_path_entered"] = True
 
-    typed = st.text_input("Folder path", placeholder="/home/me/Pictures/my-categories", key="data_path",
-                          on_change=typed_enter)
-    use_path = st.button("Use this folder", key="data_use_path")
-    entered = st.session_state.pop("data_path_entered", False)
-    if use_path or (entered and typed.strip()):
-        with guard():
-            p = Path(typed.strip()).expanduser() if typed.strip() else None
-            if p is None or not p.is_dir():
-                raise DataError(f"There is no folder at '{typed}'. Check the spelling, or copy the path from "
-                                "your file manager.")
-            use_folder(p.resolve(), "path")
+    access = folder_access(st.get_option("server.address"))
+    if not access.enabled:
+        st.info("Typing a folder path is switched off on this shared server: everyone here would be able to "
+                "read the server's folders. Upload your pictures as a folder or a .zip instead.",
+                icon=":material/lock:")
+    else:
+        if access.roots:
+            st.caption("On this server, only folders inside " + ", ".join(f"`{r}`" for r in access.roots)
+                       + " can be used.")
+        typed = st.text_input("Folder path", placeholder="/home/me/Pictures/my-categories", key="data_path",
+                              on_change=typed_enter)
+        use_path = st.button("Use this folder", key="data_use_path")
+        entered = st.session_state.pop("data_path_entered", False)
+        if use_path or (entered and typed.strip()):
+            with guard():
+                use_folder(access.check(typed), "path")
 
 with tab_sample:
     st.caption("200 small photos of clothes from Fashion-MNIST, in 5 categories.")
@@ -177,8 +181,7 @@ with guard():
         cols = st.columns(THUMBS_PER_CLASS)
         for col, rec in zip(cols, recs):
             try:
-                img = load_image(rec.path)
-                img.thumbnail((160, 160))
+                img = display_picture(load_image(rec.path), 160)
                 col.image(img, caption=markdown_safe(Path(rec.rel_path).name), width="stretch")
             except Exception as err:  # an example that fails to load must not hide the others
                 col.caption(markdown_safe(f"(cannot show {Path(rec.path).name}: {err})"))

@@ -8,7 +8,7 @@ import streamlit as st
 from pages._shared import require_app, figure, guard, header, loaded_model, next_step, run_picker, thumb_grid
 import tl_core
 from tl_core.app.formatting import SCORE_WORDS, markdown_safe
-from tl_core.app.previews import run_split
+from tl_core.app.previews import display_picture, run_split
 from tl_core.results import evaluate, explain
 from tl_core.runs import RunFolder
 
@@ -186,8 +186,8 @@ with guard():
                     heat = explain.gradcam(loaded, image)
                     over = explain.overlay(image, heat, keep_shape=True, preprocessing=loaded.preprocessing)
                 x, y, _ = st.columns([1, 1, 2])
-                x.image(image, caption="The picture", width="stretch")
+                x.image(display_picture(image, 320), caption="The picture", width="stretch")
                 said = markdown_safe(by_path[chosen]["pred"])
-                y.image(over, caption=f"Where it looked (said {said})", width="stretch")
+                y.image(display_picture(over, 320), caption=f"Where it looked (said {said})", width="stretch")
 
     next_step("try", "Next: try it on new photos and take it home")

@@ -9,6 +9,7 @@ import streamlit as st
 from pages._shared import (figure, guard, header, loaded_model, prepared_download, require_app,
                            run_picker)
 from tl_core.app.formatting import markdown_safe
+from tl_core.app.previews import display_picture
 from tl_core.results import explain, export
 
 require_app(__file__)
@@ -51,7 +52,7 @@ with guard():
             best_label = markdown_safe(best["label"])   # a category name is shown as typed, not as markdown
             left, right = st.columns([1, 2])
             with left:
-                st.image(image, caption=markdown_safe(name), width="stretch")
+                st.image(display_picture(image, 420), caption=markdown_safe(name), width="stretch")
             with right:
                 if best["probability"] >= threshold:
                     st.success(f"### {best_label}\n{best['probability']:.1%} sure", icon=":material/check_circle:")
@@ -70,7 +71,7 @@ with guard():
                 with st.spinner("Working out where it looked…"):
                     over = explain.overlay(image, explain.gradcam(loaded, image), keep_shape=True,
                                            preprocessing=loaded.preprocessing)
-                st.image(over, caption=f"Red: the parts that made it say {best_label}"
+                st.image(display_picture(over, 420), caption=f"Red: the parts that made it say {best_label}"
                                        + ("" if image.width == image.height
                                           or loaded.preprocessing.crop_mode == "squash"
                                           else " (greyed: the edges it did not see)"), width=420)

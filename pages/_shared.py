@@ -364,6 +364,7 @@ def loaded_model(run_dir: str):
 
 def thumb_grid(items: list[dict], caption, columns: int = 6, limit: int = 24, key: str = "grid") -> None:
     """Thumbnails of ``items`` (dicts with ``path``) with a caption each."""
+    from tl_core.app.previews import display_picture
     from tl_core.data.images import load_image
 
     shown = items[:limit]
@@ -372,7 +373,7 @@ def thumb_grid(items: list[dict], caption, columns: int = 6, limit: int = 24, ke
         for col, it in zip(cols, shown[start:start + columns]):
             try:
                 img = load_image(it["path"])
-                img.thumbnail((200, 200))
+                img = display_picture(img, 200)
                 col.image(img, caption=caption(it), width="stretch")
             except Exception as err:  # one unreadable file must not hide the others
                 col.caption(f"(cannot show {Path(it['path']).name}: {err})")

@@ -240,6 +240,13 @@ def test_folder_path_good_and_bad(env):
     assert metric(at, "Categories") == "5"
 
 
+def test_typed_folder_paths_can_be_switched_off_for_a_shared_server(env, monkeypatch):
+    monkeypatch.setenv("TL_FOLDER_PATHS", "off")
+    at = app("pages/1_Data.py")
+    assert not [t for t in at.text_input if t.key == "data_path"]
+    assert any("switched off on this shared server" in i.value for i in at.info)
+
+
 def test_unusable_folder_shows_error_not_traceback(env):
     bad = env / "one-class" / "only"
     bad.mkdir(parents=True)

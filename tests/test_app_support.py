@@ -300,3 +300,49 @@ def test_a_damaged_run_says_so_in_the_runs_table():
             "damaged": "labels.json in r is damaged"}
     assert formatting.run_row(desc)["State"] == "damaged"
     assert formatting.run_row({**desc, "damaged": None})["State"] == "finished"
+
+
+def test_display_picture_keeps_tiny_pictures_crisp_and_shrinks_big_ones():
+    from PIL import Image
+
+    tiny = Image.new("L", (28, 28))
+    tiny.putpixel((0, 0), 255)
+    big = previews.display_picture(tiny, 160)
+    assert big.size == (140, 140)                                   # a whole factor (5x), not a blur
+    assert set(big.crop((0, 0, 5, 5)).getdata()) == {255} and big.getpixel((5, 5)) == 0   # hard pixel edges
+    assert previews.display_picture(Image.new("RGB", (4000, 3000)), 160).size == (160, 120)
+    assert previews.display_picture(Image.new("RGB", (320, 200)), 420).size == (320, 200)  # shape kept
+    assert tiny.size == (28, 28)                                    # the original is left as it was
+
+
+def test_typed_folder_paths_are_for_this_computer_only_unless_allowed(tmp_path, monkeypatch):
+    """A server the network can reach must not let every visitor read its folders (issue 12, item 10)."""
+    from tl_core.errors import DataError
+
+    monkeypatch.delenv("TL_FOLDER_PATHS", raising=False)
+    assert workspace.folder_access("127.0.0.1").enabled and workspace.folder_access("localhost").enabled
+    assert workspace.folder_access(None).enabled                       # Streamlit's default: this computer
+    assert not workspace.folder_access("0.0.0.0").enabled and not workspace.folder_access("192.168.1.20").enabled
+    with pytest.raises(DataError, match="switched off"):
+        workspace.folder_access("0.0.0.0").check(str(tmp_path))
+
+    allowed, other = tmp_path / "class-pictures", tmp_path / "private"
+    (allowed / "lesson1").mkdir(parents=True)
+    other.mkdir()
+    (allowed / "sneaky").symlink_to(other)                            # a link out of the allowed folder
+    monkeypatch.setenv("TL_FOLDER_PATHS", str(allowed))
+    access = workspace.folder_access("0.0.0.0")
+    assert access.enabled and access.roots == (allowed.resolve(),)
+    assert access.check(str(allowed / "lesson1")) == (allowed / "lesson1").resolve()
+    for outside in (other, allowed / "sneaky", allowed / ".." / "private", Path("/")):
+        with pytest.raises(DataError, match="only be used from inside"):
+            access.check(str(outside))
+    with pytest.raises(DataError, match="There is no folder"):
+        access.check(str(allowed / "missing"))
+    with pytest.raises(DataError, match="There is no folder"):
+        access.check("   ")
+
+    monkeypatch.setenv("TL_FOLDER_PATHS", "off")
+    assert not workspace.folder_access("127.0.0.1").enabled
+    monkeypatch.setenv("TL_FOLDER_PATHS", "on")
+    assert workspace.folder_access("0.0.0.0") == workspace.FolderAccess(True)

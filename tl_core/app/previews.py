@@ -117,3 +117,19 @@ def quick_counts(root: str | Path) -> dict[str, int]:
     if report is not None:
         return dict(report.counts)
     return scan_folder(root).counts()
+
+
+def display_picture(image, box: int = 160):
+    """A picture sized for the screen: big photos shrunk to fit ``box`` (smoothly), tiny ones (the
+    28-pixel sample) enlarged by a whole factor with hard pixel edges, so on a projector they look
+    crisp instead of a blur the browser makes of a stretched 28-pixel image."""
+    from PIL import Image
+
+    img = image.copy()
+    longest = max(img.size)
+    if longest > box:
+        img.thumbnail((box, box), Image.Resampling.LANCZOS)
+    elif longest * 2 <= box:
+        factor = box // longest
+        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    return img

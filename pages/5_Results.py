@@ -5,11 +5,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import require_app, figure, guard, header, loaded_model, next_step, run_picker, thumb_grid
+from pages._shared import require_app, figure, guard, header, next_step, run_picker, thumb_grid, where_it_looked
 import tl_core
 from tl_core.app.formatting import SCORE_WORDS, markdown_safe
 from tl_core.app.previews import display_picture, run_split
-from tl_core.results import evaluate, explain
+from tl_core.results import evaluate
 from tl_core.runs import RunFolder
 
 require_app(__file__)
@@ -178,13 +178,8 @@ with guard():
                                                     f"said {by_path[p]['pred']}")
         if chosen:
             with guard():
-                from tl_core.data.images import load_image
-
-                loaded = loaded_model(run_dir)
-                image = load_image(chosen)
                 with st.spinner("Working out where it looked…"):
-                    heat = explain.gradcam(loaded, image)
-                    over = explain.overlay(image, heat, keep_shape=True, preprocessing=loaded.preprocessing)
+                    image, over = where_it_looked(run_dir, chosen)
                 x, y, _ = st.columns([1, 1, 2])
                 x.image(display_picture(image, 320), caption="The picture", width="stretch")
                 said = markdown_safe(by_path[chosen]["pred"])

@@ -362,6 +362,26 @@ def loaded_model(run_dir: str):
     return _load_model_cached(str(run_dir), mtime)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _where_it_looked_cached(run_dir: str, weights_mtime: float, image_path: str, file_mtime: float):
+    from tl_core.data.images import load_image
+    from tl_core.results import explain
+
+    loaded = _load_model_cached(run_dir, weights_mtime)
+    image = load_image(image_path)
+    heat = explain.gradcam(loaded, image)
+    return image, explain.overlay(image, heat, keep_shape=True, preprocessing=loaded.preprocessing)
+
+
+def where_it_looked(run_dir: str, image_path: str):
+    """(picture, Grad-CAM overlay) for a picture on disk, made once per run weights and picture: a
+    click elsewhere on the page reruns it, and must not wait for the heat map again."""
+    weights = Path(run_dir) / "model.safetensors"
+    mtime = weights.stat().st_mtime if weights.is_file() else 0.0
+    path = Path(image_path)
+    return _where_it_looked_cached(str(run_dir), mtime, str(path), path.stat().st_mtime if path.exists() else 0.0)
+
+
 def thumb_grid(items: list[dict], caption, columns: int = 6, limit: int = 24, key: str = "grid") -> None:
     """Thumbnails of ``items`` (dicts with ``path``) with a caption each."""
     from tl_core.app.previews import display_picture

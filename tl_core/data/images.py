@@ -15,6 +15,7 @@ parsers, fewer surprises), and the pixel count is read from the header and refus
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 from functools import lru_cache
@@ -74,6 +75,8 @@ REASON_EMPTY = "empty file (0 bytes)"
 REASON_CORRUPT = "file is truncated or corrupt"
 REASON_HEIC = "HEIC photo but pillow-heif is not installed (pip install pillow-heif)"
 REASON_NOT_FOUND = "file not found"
+REASON_LINK_LOOP = "shortcut loop: it leads back to itself, not to a picture"
+REASON_PATH_TOO_LONG = "path too long for this computer"
 
 
 @lru_cache(maxsize=1)
@@ -229,6 +232,8 @@ _FIXES: tuple[tuple[str, str], ...] = (
     ("too large", "Shrink it in an image editor (for example to 4000 x 3000 pixels); the model only looks at small "
                   "versions anyway."),
     ("file not found", "The file was moved or deleted after the folder was scanned; scan the folder again."),
+    ("shortcut loop", "Delete the shortcut, or replace it with the real picture."),
+    ("path too long", "Move the picture into a folder with a shorter path (fewer or shorter folder names)."),
     ("cannot read", "Check that you have permission to read the file and that the disk is still connected."),
 )
 
@@ -424,6 +429,18 @@ def _decode(fp: IO[bytes], name: str, size: int, ext: str, max_side: int | None)
             pass
 
 
+def _open_failure(err: OSError) -> str:
+    """The reason a file could not be opened, in the words :func:`fix_for_reason` knows (the
+    system's "Too many levels of symbolic links" does not say what to do)."""
+    if err.errno in (errno.ENOENT, errno.ENOTDIR):
+        return REASON_NOT_FOUND
+    if err.errno == errno.ELOOP:
+        return REASON_LINK_LOOP
+    if err.errno == errno.ENAMETOOLONG:
+        return REASON_PATH_TOO_LONG
+    return f"cannot read the file ({err.strerror or err})"
+
+
 def load_image(path: str | Path, max_side: int | None = 2048) -> Image.Image:
     """Open ``path`` as an RGB image, upright, at most ``max_side`` pixels on its long side.
 
@@ -439,10 +456,8 @@ def load_image(path: str | Path, max_side: int | None = 2048) -> Image.Image:
         f = open(p, "rb")
     except ImageLoadError:
         raise
-    except FileNotFoundError:
-        raise ImageLoadError(name, REASON_NOT_FOUND) from None
     except OSError as err:
-        raise ImageLoadError(name, f"cannot read the file ({err.strerror or err})") from None
+        raise ImageLoadError(name, _open_failure(err)) from None
     with f:
         try:
             return _decode(f, name, size, p.suffix.lower(), max_side)

@@ -13,7 +13,9 @@ unusable raise :class:`~tl_core.errors.DataError` with a fix; everything else be
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import unicodedata
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_core.errors import DataError
+from tl_core.files import short_path
 from tl_core.data.images import HEIC_EXTENSIONS, KNOWN_UNSUPPORTED_IMAGE_EXTENSIONS, SUPPORTED_EXTENSIONS
 
 __all__ = [
@@ -112,6 +115,20 @@ def _nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+def _folder_trouble(err: OSError) -> tuple[str, str]:
+    """Why a folder could not be listed, and what to do, in a few words (the system's own
+    reason alone, "File name too long", does not say that moving the folder fixes it)."""
+    if err.errno == errno.ENAMETOOLONG:
+        return ("its path is too long for this computer",
+                "Move the pictures into a folder with a shorter path (fewer or shorter folder names).")
+    if err.errno == errno.ELOOP:
+        return ("it is a shortcut that leads back to itself", "Delete the shortcut or replace it with the real folder.")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return ("you are not allowed to open it",
+                "Give yourself permission to read it, or copy the pictures to a folder you own.")
+    return (err.strerror or str(err), "Check that the disk is still connected, then scan the folder again.")
+
+
 def _is_within(path: str, root_real: str) -> bool:
     try:
         return os.path.commonpath([path, root_real]) == root_real
@@ -128,6 +145,7 @@ class _Walker:
         self.root_real = os.path.realpath(root)
         self.problems = problems
         self._reported: set[str] = set()
+        self.unreadable: set[str] = set()   # folders that could not be listed (already reported)
 
     def _note(self, problem: Problem) -> None:
         if problem.path not in self._reported:  # a folder may be listed more than once
@@ -141,10 +159,10 @@ class _Walker:
             with os.scandir(folder) as it:
                 raw = sorted(it, key=lambda e: e.name)
         except OSError as err:
-            self._note(Problem(
-                "unreadable_folder", str(folder),
-                f"Could not open the folder '{self._rel(folder)}' ({err.strerror or err}).",
-                "Check that you are allowed to read it and that the disk is still connected.", "warning"))
+            reason, fix = _folder_trouble(err)
+            self.unreadable.add(str(folder))
+            message = f"Could not open the folder '{short_path(self._rel(folder))}': {reason}."
+            self._note(Problem("unreadable_folder", str(folder), message, fix, "warning"))
             return out
         for entry in raw:
             if is_ignored_name(entry.name):
@@ -161,10 +179,9 @@ class _Walker:
                         continue
                     if target == self.root_real:
                         continue  # a link back to the chosen folder itself would list everything twice
-                    if not os.path.exists(target):
-                        self._note(Problem(
-                            "broken_link", str(path), f"'{self._rel(path)}' is a shortcut to a file that no longer exists.",
-                            "Delete the shortcut or copy the real file in.", "info"))
+                    broken = self._broken_link(path)
+                    if broken is not None:
+                        self._note(broken)
                         continue
                     is_dir = os.path.isdir(target)
                     if not is_dir and not os.path.isfile(target):
@@ -177,6 +194,25 @@ class _Walker:
                 continue
             out.append((entry.name, path, is_dir))
         return out
+
+    def _broken_link(self, path: Path) -> Problem | None:
+        """A note for a shortcut that leads nowhere (its target is gone, or it loops back on
+        itself through other shortcuts), or None when it leads somewhere."""
+        try:
+            os.stat(path)
+            return None
+        except OSError as err:
+            rel = short_path(self._rel(path))
+            if err.errno == errno.ELOOP:
+                message = (f"'{rel}' is a shortcut that leads back to itself (through other shortcuts), so it "
+                           "leads to no picture.")
+            elif err.errno == errno.ENAMETOOLONG:
+                message = f"'{rel}' is a shortcut whose target's path is too long for this computer."
+            elif err.errno in (errno.ENOENT, errno.ENOTDIR):
+                message = f"'{rel}' is a shortcut to a file that no longer exists."
+            else:
+                message = f"'{rel}' is a shortcut that cannot be followed ({err.strerror or err})."
+        return Problem("broken_link", str(path), message, "Delete the shortcut or copy the real file in.", "info")
 
     def files(self, folder: Path) -> list[Path]:
         """All usable files below ``folder`` (recursively), in a stable order.
@@ -280,6 +316,28 @@ def _detect_split_dirs(walker: _Walker, top: list[tuple[str, Path, bool]]) -> di
     return dict(splits)
 
 
+def _check_root(root_path: Path, what: str) -> None:
+    """A :class:`DataError` naming the problem when ``root_path`` is not a folder that can be listed."""
+    shown = short_path(root_path)
+    try:
+        st = os.stat(root_path)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise DataError(
+                f"The {what} '{shown}' does not exist. Check the path for typos, or choose the folder again.") from None
+        reason, fix = _folder_trouble(err)
+        raise DataError(f"The {what} '{shown}' cannot be used: {reason}. {fix}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise DataError(
+            f"'{shown}' is a file, not a folder. Choose the folder that holds one subfolder per category.")
+    try:
+        with os.scandir(root_path):
+            pass
+    except OSError as err:
+        reason, fix = _folder_trouble(err)
+        raise DataError(f"The {what} '{shown}' cannot be read: {reason}. {fix}") from None
+
+
 def scan_folder(root: str | Path, *, min_classes: int = 2, what: str = "folder") -> DatasetScan:
     """List the labelled pictures under ``root`` (see the module docstring for the layout).
 
@@ -289,19 +347,7 @@ def scan_folder(root: str | Path, *, min_classes: int = 2, what: str = "folder")
     names the folder in those messages ("test folder").
     """
     root_path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
-    if not root_path.exists():
-        raise DataError(
-            f"The {what} '{root_path}' does not exist. Check the path for typos, or choose the folder again.")
-    if not root_path.is_dir():
-        raise DataError(
-            f"'{root_path}' is a file, not a folder. Choose the folder that holds one subfolder per category.")
-    try:
-        with os.scandir(root_path):
-            pass
-    except OSError as err:
-        raise DataError(
-            f"The {what} '{root_path}' cannot be read ({err.strerror or err}). "
-            "Check that you are allowed to open it, or copy the pictures to a folder you own.") from None
+    _check_root(root_path, what)
 
     problems: list[Problem] = []
     walker = _Walker(root_path, problems)
@@ -345,11 +391,11 @@ def scan_folder(root: str | Path, *, min_classes: int = 2, what: str = "folder")
         loose = [p for (k, _w), ps in notes.items.items() if k == "loose_file" for p in ps]
         if loose:
             raise DataError(
-                f"no class folders: the {len(loose)} pictures are directly in '{root_path.name}'. "
+                f"no class folders: the {len(loose)} pictures are directly in '{short_path(root_path.name)}'. "
                 "Put images in one subfolder per category, e.g. cats/ and dogs/, then choose the folder again.")
         raise DataError(
             f"no class folders: put images in one subfolder per category, e.g. cats/ and dogs/ "
-            f"('{root_path}' has no subfolders with pictures).")
+            f"('{short_path(root_path)}' has no subfolders with pictures).")
 
     records: list[ImageRecord] = []
     folders_of: dict[str, list[Path]] = defaultdict(list)  # label -> class folders (all splits)
@@ -379,7 +425,7 @@ def scan_folder(root: str | Path, *, min_classes: int = 2, what: str = "folder")
         extra = (f" Found {unsupported} pictures in formats this app cannot read; save them as JPEG or PNG."
                  if unsupported else "")
         raise DataError(
-            f"No pictures found in the category folders of '{root_path}' (looked for "
+            f"No pictures found in the category folders of '{short_path(root_path)}' (looked for "
             f"{', '.join(sorted(e.lstrip('.') for e in SUPPORTED_EXTENSIONS))} files).{extra} "
             "Put JPEG or PNG pictures into the category folders.")
     if len(classes) < min_classes:
@@ -398,6 +444,8 @@ def scan_folder(root: str | Path, *, min_classes: int = 2, what: str = "folder")
 
     for c in empty:
         for folder in folders_of[c]:
+            if str(folder) in walker.unreadable:
+                continue  # already said: the folder could not be opened (not that it is empty)
             problems.append(Problem(
                 "empty_class", str(folder),
                 f"The category folder '{c}' has no pictures, so the category is left out.",

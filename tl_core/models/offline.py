@@ -20,7 +20,7 @@ import torch
 
 from tl_core.paths import cache_dir
 from tl_core.errors import WeightsError
-from tl_core.files import atomic_path
+from tl_core.files import disk_full, save_safetensors_atomic, short_path
 
 # timm name -> pip package that bundles its ImageNet weights.
 OFFLINE_PACKAGES: dict[str, str] = {
@@ -144,8 +144,6 @@ def offline_weights_path(name: str) -> Path | None:
     if target.is_file() and _cached_file_is_current(target, source):
         return target
 
-    from safetensors.torch import save_file
-
     from tl_core.models.builder import build_network
 
     try:
@@ -159,12 +157,21 @@ def offline_weights_path(name: str) -> Path | None:
     converted = convert_lukemelas_state_dict(sd, skeleton)
 
     try:
-        with atomic_path(target) as tmp:
-            save_file(converted, str(tmp), metadata={"source": source.name, "conversion": _CONVERSION_VERSION,
-                                                     "format": "timm", "model": name})
+        save_safetensors_atomic(target, converted, metadata={"source": source.name, "conversion": _CONVERSION_VERSION,
+                                                             "format": "timm", "model": name})
     except OSError as exc:
-        raise WeightsError(
-            f"Could not save the prepared offline weights in {target.parent} ({exc.strerror or exc}). "
-            "Set the TL_CACHE_DIR environment variable to a folder you can write to."
-        ) from exc
+        raise _save_error(target, exc) from exc
     return target
+
+
+def _save_error(target: Path, exc: OSError) -> WeightsError:
+    """Why the converted weights could not be written, and where to write them instead."""
+    folder = short_path(target.parent)
+    if disk_full(exc):
+        return WeightsError(
+            f"The disk that holds Transfer Lab's cache ({folder}) is full, so the offline weights could not be "
+            "prepared. Free some space there, or set the TL_CACHE_DIR environment variable to a folder on "
+            "another disk.")
+    return WeightsError(
+        f"Could not save the prepared offline weights in {folder} ({exc.strerror or exc}). "
+        "Set the TL_CACHE_DIR environment variable to a folder you can write to.")

@@ -294,14 +294,49 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise WeightsError(
-            f"{path.name} contains more than plain weights: opening it would run Python code stored in "
-            "the file, so Transfer Lab refused it for your safety. Re-save only the weights, e.g. "
-            "torch.save(model.state_dict(), 'weights.pth'), or use a .safetensors file."
-        ) from exc
+        if _needs_code(exc, path):
+            raise WeightsError(
+                f"{path.name} contains more than plain weights: opening it would run Python code stored in "
+                "the file, so Transfer Lab refused it for your safety. Re-save only the weights, e.g. "
+                "torch.save(model.state_dict(), 'weights.pth'), or use a .safetensors file."
+            ) from exc
+        raise _not_weights(path) from exc
     except Exception as exc:
+        if not _looks_like_torch_file(path):
+            raise _not_weights(path) from exc
         raise WeightsError(f"{path.name} could not be read as a PyTorch weights file ({_short(exc)}).") from exc
     return _as_state_dict(obj, path.name)
+
+
+# What torch.save writes: a zip archive (PyTorch 1.6 and later) or a pickle (protocol 2 and later).
+_TORCH_ZIP = b"PK\x03\x04"
+_PICKLE_PROTOCOLS = range(2, 6)
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether the file starts the way ``torch.save`` files do, so that a failure to load it is
+    about its content rather than about it being some other kind of file (or random bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head.startswith(_TORCH_ZIP) or (len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS)
+
+
+def _needs_code(exc: pickle.UnpicklingError, path: Path) -> bool:
+    """Whether torch's safe loader refused the file because it asks for Python objects beyond
+    tensors (a class, a function to call), not because the bytes are not a pickle at all: only
+    then is "it would run code" true. Torch names the refused object a "global"; an old-style
+    pickle whose instructions it cannot follow is refused the same way."""
+    text = str(exc)
+    return "GLOBAL " in text or "allowed global" in text or _looks_like_torch_file(path)
+
+
+def _not_weights(path: Path) -> WeightsError:
+    return WeightsError(
+        f"{path.name} is not a PyTorch weights file: its content is not what torch.save writes (the file may be "
+        "damaged, or something else renamed to .pth). Choose the right file, or download it again.")
 
 
 def _as_state_dict(obj: object, label: str) -> dict[str, torch.Tensor]:

@@ -167,9 +167,29 @@ class SaveBestWeights(Callback):
 
 # -- policies -----------------------------------------------------------------------------------
 
+NAN_WEIGHTS_MESSAGE = ("The starting weights ({source}) contain NaN (not a number) or infinite values, so the "
+                       "model cannot learn from them; the learning rate is not the cause. The weights file is "
+                       "damaged: download or copy it again, or choose other weights.")
+
+
+def non_finite_weights(model: nn.Module) -> list[str]:
+    """Names of the model's floating-point weights and buffers that hold NaN or infinite values."""
+    return [name for name, t in model.state_dict().items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 class NanGuard(Callback):
     """Fails the run with advice as soon as a step's loss is not finite, before the optimizer
-    steps on it (the weights kept are those of the best epoch so far)."""
+    steps on it (the weights kept are those of the best epoch so far). The starting weights are
+    checked first: a loss that is NaN because the weights file itself holds NaN is not the
+    learning rate's fault, and the advice must say so."""
+
+    def on_fit_start(self, info):
+        state = getattr(self.trainer, "state", None)
+        model = getattr(state, "model", None)
+        if isinstance(model, nn.Module) and non_finite_weights(model):
+            source = getattr(getattr(state, "weights_source", None), "description", None) or "the pretrained weights"
+            raise TransferLabError(NAN_WEIGHTS_MESSAGE.format(source=source))
 
     def after_loss(self, step, loss):
         if not torch.isfinite(loss):

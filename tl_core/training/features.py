@@ -23,7 +23,7 @@ from torch import nn
 
 from tl_core import __version__
 from tl_core.models.freezing import module_is_frozen
-from tl_core.files import atomic_path
+from tl_core.files import save_safetensors_atomic
 
 
 @dataclass
@@ -150,14 +150,13 @@ def load_cached_features(cache_root: Path, key: str) -> dict[str, torch.Tensor] 
 
 
 def save_cached_features(cache_root: Path, key: str, tensors: dict[str, torch.Tensor]) -> Path | None:
-    from safetensors.torch import save_file
-
+    """Keep features for the next run on the same data; None when they could not be written (a
+    full disk, a read-only cache folder). The cache is only an optimisation, so that never fails
+    training, and no partial file is left behind."""
     final = cache_root / "features" / f"{key}.safetensors"
     try:
-        with atomic_path(final) as tmp:
-            save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        return final
-    except OSError:  # a full disk must not fail training: the cache is only an optimisation
+        return save_safetensors_atomic(final, {k: v.contiguous().cpu() for k, v in tensors.items()})
+    except OSError:
         return None
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from tl_core.config import RunConfig
 from tl_core.errors import DataError
+from tl_core.files import short_path
 from tl_core.models.freezing import FreezePlan, apply_freeze_plan, make_freeze_plan
 from tl_core.models.preprocess import Preprocessing
 from tl_core.paths import cache_dir
@@ -29,6 +30,9 @@ from tl_core.training.features import (compute_features, feature_cache_key, find
                                        save_cached_features, weights_fingerprint)
 
 FEATURE_MEMORY_BUDGET = 1.5 * 2**30   # beyond this the boundary activations are not cached
+CACHE_NOT_SAVED = ("The frozen layers' output could not be kept on disk for the next run (the cache folder {folder} "
+                   "is full or cannot be written). This run goes on; the next one computes it again. Free some "
+                   "space there, or set the TL_CACHE_DIR environment variable to a folder on another disk.")
 
 
 def seed_everything(seed: int) -> None:
@@ -163,7 +167,7 @@ def _load_or_compute_features(p: Prepared, split, config: RunConfig, events: Cal
             break
         feats[name + "_x"], feats[name + "_y"] = cached["x"], cached["y"]
     if not p.feature_cache_hit:
-        feats = {}
+        feats, unsaved = {}, False
         total, done = len(p.train_paths) + len(p.val_paths), 0
         for name, paths, labels in sets:
             streamed = _stream_features(p, split, paths, labels, events, done, total)
@@ -171,8 +175,11 @@ def _load_or_compute_features(p: Prepared, split, config: RunConfig, events: Cal
                 return False
             x, y = streamed
             feats[name + "_x"], feats[name + "_y"] = x, y
-            save_cached_features(cache_root, keys[name], {"x": x, "y": y})
+            if save_cached_features(cache_root, keys[name], {"x": x, "y": y}) is None:
+                unsaved = True
             done += len(paths)
+        if unsaved:
+            events.on_warning("cache_not_saved", CACHE_NOT_SAVED.format(folder=short_path(cache_root)))
     device = p.dev.device
     p.train_x, p.train_y = feats["train_x"].to(device), feats["train_y"].to(device)
     p.val_x, p.val_y = feats["val_x"].to(device), feats["val_y"].to(device)

@@ -1,4 +1,5 @@
-"""A finished run's evaluation and bundle, prepared in the background (issue 11, "No blind waits")."""
+"""A finished run's evaluation, bundle and likely label mistakes, prepared in the background (issue 11,
+"No blind waits"; issue 13)."""
 from __future__ import annotations
 
 import io
@@ -44,7 +45,8 @@ def run(finished_run, tmp_path, monkeypatch) -> Path:
 
 def test_prepare_evaluates_and_makes_a_verified_bundle_once(run):
     assert not aftercare.evaluation_is_ready(run) and not aftercare.bundle_is_ready(run)
-    assert aftercare.prepare(run) == {"evaluation": True, "bundle": True}
+    assert aftercare.prepare(run) == {"evaluation": True, "bundle": True, "mistakes": True}
+    assert aftercare.mistakes_are_ready(run)                      # label_issues.json (tests/test_label_mistakes.py)
     report = load_evaluation(run)
     assert report is not None and report.n > 0
     bundle = aftercare.bundle_cache_path(run)
@@ -61,8 +63,11 @@ def test_new_weights_make_a_new_bundle_and_forget_the_old_one(run):
     aftercare.prepare(run)
     old = aftercare.bundle_cache_path(run)
     weights = run / "model.safetensors"
-    later = time.time() + 5
-    os.utime(weights, (later, later))   # training saved better weights
+    # training saved better weights after the evaluation was made (set in the past, not the future:
+    # an evaluation made within the next seconds must count as newer than these weights)
+    now = time.time()
+    os.utime(run / "eval_val.json", (now - 20, now - 20))
+    os.utime(weights, (now - 10, now - 10))
     assert not aftercare.evaluation_is_ready(run) and not aftercare.bundle_is_ready(run)
     aftercare.prepare(run)
     new = aftercare.bundle_cache_path(run)
@@ -71,14 +76,14 @@ def test_new_weights_make_a_new_bundle_and_forget_the_old_one(run):
 
 
 def test_nothing_is_prepared_while_a_model_trains(run):
-    assert aftercare.prepare(run, busy=lambda: True) == {"evaluation": False, "bundle": False}
+    assert aftercare.prepare(run, busy=lambda: True) == {"evaluation": False, "bundle": False, "mistakes": False}
     assert not (run / "eval_val.json").exists()
 
 
 def test_unfinished_runs_are_left_alone(run):
     status = run / "status.json"
     status.write_text(status.read_text().replace('"finished"', '"stopped"'))
-    assert aftercare.prepare(run) == {"evaluation": False, "bundle": False}
+    assert aftercare.prepare(run) == {"evaluation": False, "bundle": False, "mistakes": False}
 
 
 def test_in_the_background_once_per_run_and_failures_stay_quiet(run, caplog):

@@ -1,7 +1,9 @@
 """What people ask of a finished run next, prepared in the background as soon as it finishes, so the
 Results and Try pages answer at once instead of showing a bar: the evaluation on the pictures kept
-aside (``eval_val.json`` in the run folder) and the bundle zip (kept in the cache folder, made
-again only when the weights change).
+aside (``eval_val.json`` in the run folder), the bundle zip (kept in the cache folder, made
+again only when the weights change) and the likely label mistakes (``label_issues.json``, see
+:mod:`tl_core.results.mistakes`). And what comes after looking: :func:`retrain_with_fixes`, the
+same settings again on the data as the user fixed it.
 
 One preparation per run at a time, in a daemon thread; it waits while a model trains (it would slow
 the training down and be slowed by it) and is simply asked again on a later page draw."""
@@ -12,12 +14,18 @@ import hashlib
 import logging
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from tl_core.files import atomic_path
 from tl_core.paths import cache_dir
 from tl_core.runs import RunFolder
+
+if TYPE_CHECKING:  # pragma: no cover - type hints only
+    from tl_core.app.jobs import Job
+    from tl_core.data.fixes import Fix
+    from tl_core.results.picture_features import Warmed
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +34,7 @@ EVALUATION_FILE = "eval_val.json"
 
 _lock = threading.Lock()
 _threads: dict[str, threading.Thread] = {}
+_mistakes_failed: dict[str, str] = {}   # run -> why its label mistakes could not be found (not retried by itself)
 
 
 def _weights_signature(run: RunFolder) -> str:
@@ -88,19 +97,59 @@ def evaluation_is_ready(run_dir: str | Path) -> bool:
         return False
 
 
+def mistakes_are_ready(run_dir: str | Path) -> bool:
+    from tl_core.results.mistakes import label_issues_ready
+
+    return label_issues_ready(run_dir)
+
+
+def mistakes_failed(run_dir: str | Path) -> str | None:
+    """Why looking for label mistakes failed in the background for this run's weights (None: it did not)."""
+    return _mistakes_failed.get(_failure_key(run_dir))
+
+
+def _failure_key(run_dir: str | Path) -> str:
+    try:
+        return f"{Path(run_dir).resolve()}:{_weights_signature(RunFolder.open(run_dir))}"
+    except Exception:  # noqa: BLE001 - no weights: nothing to remember against
+        return str(Path(run_dir).resolve())
+
+
+def _find_mistakes(run_dir: str | Path) -> None:
+    """Label mistakes, remembering a failure (a data folder gone, weights missing) instead of
+    trying again on every page draw; the Results page offers to try again and says why."""
+    from tl_core.errors import TransferLabError
+    from tl_core.results.mistakes import find_label_issues
+
+    try:
+        find_label_issues(run_dir)
+    except (TransferLabError, OSError) as err:
+        _mistakes_failed[_failure_key(run_dir)] = str(err)
+        log.info("label mistakes of %s not found: %s", run_dir, err)
+
+
+def _all_ready(run_dir: str | Path) -> bool:
+    return (evaluation_is_ready(run_dir) and bundle_is_ready(run_dir)
+            and (mistakes_are_ready(run_dir) or mistakes_failed(run_dir) is not None))
+
+
 def prepare(run_dir: str | Path, busy: Callable[[], bool] = lambda: False) -> dict[str, bool]:
-    """Evaluate the run and make its bundle, skipping what is ready; returns what is ready now.
-    Stops early (to be asked again later) when ``busy()`` says a model is training."""
+    """Evaluate the run, make its bundle and find its likely label mistakes, skipping what is
+    ready; returns what is ready now. Stops early (to be asked again later) when ``busy()`` says a
+    model is training."""
     import tl_core
 
     run = RunFolder.open(run_dir)
     if run.state != "finished" or not run.has_weights():
-        return {"evaluation": False, "bundle": False}
+        return {"evaluation": False, "bundle": False, "mistakes": False}
     if not evaluation_is_ready(run_dir) and not busy():
         tl_core.evaluate(run_dir)
     if not bundle_is_ready(run_dir) and not busy():
         bundle_bytes(run_dir)
-    return {"evaluation": evaluation_is_ready(run_dir), "bundle": bundle_is_ready(run_dir)}
+    if not mistakes_are_ready(run_dir) and mistakes_failed(run_dir) is None and not busy():
+        _find_mistakes(run_dir)
+    return {"evaluation": evaluation_is_ready(run_dir), "bundle": bundle_is_ready(run_dir),
+            "mistakes": mistakes_are_ready(run_dir)}
 
 
 def prepare_in_background(run_dir: str | Path, busy: Callable[[], bool] = lambda: False) -> threading.Thread | None:
@@ -112,7 +161,7 @@ def prepare_in_background(run_dir: str | Path, busy: Callable[[], bool] = lambda
         if running is not None and running.is_alive():
             return running
         try:
-            if evaluation_is_ready(run_dir) and bundle_is_ready(run_dir):
+            if _all_ready(run_dir):
                 return None
         except Exception:  # noqa: BLE001
             return None
@@ -152,5 +201,57 @@ def _finish_before_exit() -> None:
     wait_all(timeout=120.0)
 
 
-__all__ = ["bundle_bytes", "bundle_cache_path", "bundle_is_ready", "evaluation_is_ready", "prepare",
-           "prepare_in_background", "running", "wait_all"]
+# -- after looking: the same settings on the fixed data -------------------------------------------
+
+def fixes_since(run_dir: str | Path) -> list["Fix"]:
+    """The fixes (not undone) made on this run's data folder since the run was created."""
+    from tl_core.data.fixes import list_fixes
+
+    run = RunFolder.open(run_dir)
+    created = float(run.status().get("created_at") or 0.0)
+    try:
+        fixes = list_fixes(run.config().data.root)
+    except Exception:  # noqa: BLE001 - an unreadable log: no fixes to speak of
+        return []
+    return [f for f in fixes if f.at >= created]
+
+
+@dataclass
+class Retrain:
+    """A retrain that has started: the job, what the feature cache could reuse, the fixes it has."""
+
+    job: "Job"
+    warmed: "Warmed"
+    fixes: int
+
+
+def retrain_with_fixes(run_dir: str | Path) -> Retrain:
+    """Start a new run with exactly this run's settings, on its data folder as it is now (after the
+    user's fixes), into the same runs folder. The training cache is filled from the pictures'
+    saved features first (:func:`tl_core.results.picture_features.warm_training_cache`), so a
+    "classifier only" run reads no unchanged or moved picture through the network again."""
+    from tl_core.app import jobs
+    from tl_core.errors import TransferLabError
+    from tl_core.results.picture_features import warm_training_cache
+
+    run = RunFolder.open(run_dir)
+    config = run.config()
+    busy = jobs.active_job()
+    if busy is not None:
+        raise TransferLabError(f"A model is already training ({busy.run.run_id}). Wait for it to finish (or stop "
+                               "it on the Train page), then retrain.")
+    fixes = fixes_since(run_dir)
+    warmed = warm_training_cache(config)
+    job = jobs.start_training(config, run.path.parent)
+    fixed = f"{len(fixes)} fix{'es' if len(fixes) != 1 else ''}"
+    try:
+        old = run.user().get("title")
+        job.run.rename(f"{old} + {fixed}"[:80] if old else f"Retrained with {fixed}")
+    except Exception:  # noqa: BLE001 - a title is a nicety
+        pass
+    return Retrain(job, warmed, len(fixes))
+
+
+__all__ = ["Retrain", "bundle_bytes", "bundle_cache_path", "bundle_is_ready", "evaluation_is_ready", "fixes_since",
+           "mistakes_are_ready", "mistakes_failed", "prepare", "prepare_in_background", "retrain_with_fixes",
+           "running", "wait_all"]

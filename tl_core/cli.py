@@ -8,6 +8,8 @@ shows one).
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import json
 import os
 import signal
@@ -16,19 +18,47 @@ import threading
 from typing import Sequence
 
 import tl_core
-from tl_core import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig, TransferLabError
+from tl_core import (DataConfig, ExportError, FreezeConfig, ModelConfig, RunConfig, RunError, TrainConfig,
+                     TransferLabError)
+from tl_core.files import disk_full, short_path
 
-EXIT_FAILED = 1
-EXIT_ERROR = 2
+EXIT_FAILED = 1          # training failed, a picture could not be predicted, the data check found errors
+EXIT_ERROR = 2           # a plain error: a bad setting, a missing folder, a file that cannot be written
 EXIT_BUG = 3
+EXIT_INTERRUPTED = 130   # stopped with Ctrl-C (128 + SIGINT), as shells expect
+EXIT_PIPE = 141          # the reader of our output went away (128 + SIGPIPE), e.g. `tl runs | head -1`
+
+# Set when stdout's reader has gone away: later lines are dropped instead of failing the command
+# (a training run goes on to the end and is saved), and the exit code says output was cut.
+_STDOUT_GONE = threading.Event()
+
+
+def _write_line(text: str) -> None:
+    if _STDOUT_GONE.is_set():
+        return
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _STDOUT_GONE.set()
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's own final flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # stdout is not a real file (captured in tests): nothing will be flushed to a pipe
 
 
 def _print_json(obj: dict) -> None:
-    print(json.dumps(obj, default=str), flush=True)
+    _write_line(json.dumps(obj, default=str))
 
 
 def _say(msg: str) -> None:
-    print(msg, flush=True)
+    _write_line(msg)
 
 
 # -- train --------------------------------------------------------------------------------------
@@ -46,9 +76,10 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         "num_threads": getattr(args, "threads", None)}.items() if v is not None}
     if getattr(args, "patience", None) == 0:
         train_kwargs["early_stopping_patience"] = None
-    return RunConfig(data=DataConfig(root=args.data_dir, val_fraction=args.val_fraction, split_seed=args.seed or 0),
+    train = TrainConfig(**train_kwargs)   # first: a bad --seed is named as the seed, not as the split's seed
+    return RunConfig(data=DataConfig(root=args.data_dir, val_fraction=args.val_fraction, split_seed=train.seed),
                      model=ModelConfig(name=args.model, weights=weights, image_size=args.image_size),
-                     freeze=FreezeConfig(preset=args.freeze), train=TrainConfig(**train_kwargs))
+                     freeze=FreezeConfig(preset=args.freeze), train=train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -86,18 +117,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stop.set()
         signal.signal(signal.SIGINT, previous)
 
-    if threading.current_thread() is threading.main_thread():
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
         signal.signal(signal.SIGINT, on_sigint)
-    result = tl_core.train(config, runs_dir=args.runs_dir, callbacks=[Printer()], stop_event=stop)
+    try:
+        result = tl_core.train(config, runs_dir=args.runs_dir, callbacks=[Printer()], stop_event=stop)
+    finally:
+        if in_main:  # the caller's own Ctrl-C handling comes back (main() may run inside another program)
+            signal.signal(signal.SIGINT, previous)
     if result.status == "failed":
         print(f"Error: {result.message}", file=sys.stderr)
     else:
         _say(result.message)
     for label, acc in (result.per_class_accuracy or {}).items():
         _say(f"  validation accuracy {label:20s} {acc:.3f}")
+    for label in result.unchecked_classes:
+        _say(f"  validation accuracy {label:20s} not checked (no picture of it was kept aside)")
     out = {k: v for k, v in result.to_dict().items() if k != "history"}
     _print_json(out)
-    return EXIT_FAILED if result.status == "failed" else 0
+    if result.status == "failed":
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if result.status == "stopped" and stop.is_set() else 0
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
@@ -138,11 +178,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
          + ", ".join(f"{c} ({n})" for c, n in out.get("counts", {}).items()))
     for p in out["problems"]:
         fix = f"  Fix: {p['fix']}" if p.get("fix") else ""
-        _say(f"[{p.get('severity', 'warning')}] {p['kind']}: {p['path']}: {p['message']}{fix}")
+        _say(f"[{p.get('severity', 'warning')}] {p['kind']}: {short_path(p['path'])}: {p['message']}{fix}")
     if not out["problems"]:
         _say("No problems found.")
     _print_json(out)
-    return 0
+    # scripts can tell "fix the data first" from "fine": the JSON above is printed either way
+    return EXIT_FAILED if any(p.get("severity") == "error" for p in out["problems"]) else 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -155,7 +196,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return status
 
 
+def _writable_destination(out: str) -> None:
+    """Refuse an export destination that cannot be written before any work is done: the closest
+    folder that exists must be a folder this user may write to."""
+    target = os.path.abspath(os.path.expanduser(out))
+    parent = os.path.dirname(target)
+    while parent and not os.path.lexists(parent):
+        up = os.path.dirname(parent)
+        if up == parent:
+            break
+        parent = up
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"Cannot write the export to {short_path(target)}: {short_path(parent)} is not a folder "
+                          "you can write to. Choose another place with --out.")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
+    _writable_destination(args.out)
     path = tl_core.export(args.run_dir, args.format, args.out)
     _say(f"Exported {args.format} to {path}")
     _print_json({"format": args.format, "path": str(path)})
@@ -163,7 +220,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    runs = tl_core.list_runs(args.runs_dir)
+    from tl_core.runs import default_runs_dir
+
+    root = args.runs_dir if args.runs_dir is not None else default_runs_dir()
+    if not os.path.isdir(root):
+        raise RunError(f"There is no runs folder at {short_path(str(root))}. Check the path, or train a model "
+                       "first (tl train) to create it; --runs-dir chooses another folder.")
+    runs = tl_core.list_runs(root)
     for r in runs:
         acc = r.get("best_val_accuracy")
         _say(f"{r['run_id']}  {r['state']:9s}  {r.get('model', '?')}  {r.get('preset', '?')}  "
@@ -237,6 +300,17 @@ def _cmd_project_open(args: argparse.Namespace) -> int:
 
 # -- parser -------------------------------------------------------------------------------------
 
+def _at_least_one(text: str) -> int:
+    """A whole number of at least 1, checked when the flags are read."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value}")
+    return value
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that describe a run, shared by ``tl train`` and ``tl estimate`` (one meaning each)."""
     parser.add_argument("data_dir")
@@ -285,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify images with a trained run or exported bundle")
     pr.add_argument("run_dir")
     pr.add_argument("images", nargs="+")
-    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--top-k", type=_at_least_one, default=3, help="how many categories to list per picture")
     pr.set_defaults(func=_cmd_predict)
 
     x = sub.add_parser("export", help="export a trained run")
@@ -320,8 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _STDOUT_GONE.clear()
     try:
-        return args.func(args)
+        status = args.func(args)
+        return EXIT_PIPE if _STDOUT_GONE.is_set() else status
     except TransferLabError as err:
         if args.debug:
             raise
@@ -329,13 +405,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away outside _say (a library printing): no message to give
+        _silence_stdout()
+        return EXIT_PIPE
+    except OSError as err:  # a file or folder the command needs cannot be used: the system's reason, briefly
+        if args.debug or os.environ.get("TL_DEBUG"):
+            raise
+        print(f"Error: {_os_error_words(err)}", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as err:  # a bug: say so plainly, keep the traceback behind --debug
         if args.debug or os.environ.get("TL_DEBUG"):
             raise
         print(f"Unexpected error ({type(err).__name__}: {err}). Run again with --debug for details.",
               file=sys.stderr)
         return EXIT_BUG
+
+
+def _os_error_words(err: OSError) -> str:
+    where = f" ({short_path(err.filename)})" if err.filename else ""
+    if disk_full(err):
+        return f"The disk is full{where}. Free some space, or choose a folder on another disk."
+    if err.errno == errno.ENAMETOOLONG:
+        return f"A path is too long for this computer{where}. Use a folder with a shorter path."
+    return f"{err.strerror or err}{where}. Check the path and that you are allowed to use it."
 
 
 if __name__ == "__main__":

@@ -51,6 +51,23 @@ def _check_range(name: str, value: float, lo: float, hi: float, hint: str = "") 
         raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}.{(' ' + hint) if hint else ''}")
 
 
+# Seeds go to Python, NumPy (32 bits) and PyTorch (64 bits): one range that all three take as is.
+MAX_SEED = 2**32 - 1
+# More threads than any computer has cores is a typo; torch crashes outright on very large counts.
+MAX_THREADS = 1024
+
+
+def _check_whole(name: str, value: Any, lo: int, hi: int, hint: str = "") -> int:
+    """``value`` as an int when it is a whole number from ``lo`` to ``hi``, else a ConfigError
+    (checked here, where it was typed, instead of crashing deep inside NumPy or PyTorch)."""
+    whole = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float)
+                                                                         and value.is_integer())
+    if not whole or not (lo <= value <= hi):
+        raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}."
+                          + (f" {hint}" if hint else ""))
+    return int(value)
+
+
 @dataclass
 class DataConfig:
     """Where the images are and how to hold some back for validation."""
@@ -66,6 +83,7 @@ class DataConfig:
         self.root = str(self.root)
         _check_range("The validation share", self.val_fraction, 0.05, 0.5,
                      "Keep between 5% and 50% of the images aside to check the model.")
+        self.split_seed = _check_whole("The split seed", self.split_seed, 0, MAX_SEED)
 
 
 @dataclass
@@ -154,8 +172,10 @@ class TrainConfig:
                                      ("balance", self.balance, BALANCE_MODES), ("device", self.device, DEVICES)):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ConfigError("The number of CPU threads must be at least 1.")
+        self.seed = _check_whole("The random seed", self.seed, 0, MAX_SEED)
+        if self.num_threads is not None:
+            self.num_threads = _check_whole("The number of CPU threads", self.num_threads, 1, MAX_THREADS,
+                                            "Leave it empty to use every core of this computer.")
         if self.log_every_steps < 1:
             raise ConfigError("log_every_steps must be at least 1.")
         self.epochs = int(self.epochs)

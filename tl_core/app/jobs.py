@@ -4,9 +4,15 @@ Training never runs inside a Streamlit script run: a script run is restarted on 
 killed with its tab. A job is a plain thread owned by this module (imported once per process,
 so it survives reruns, refreshes and second tabs); it writes every event to the run folder, which
 pages poll. One job trains at a time: on a laptop two would each run at half speed.
+
+When the process ends (the server is stopped with Ctrl-C) a job still training is stopped and
+waited for (:func:`stop_all`, registered with ``atexit``): a daemon thread still inside PyTorch
+while Python finalises aborts the process ("terminate called..."), and the run would stay
+"running" on disk. A stopped run keeps its best weights, as with the Stop button.
 """
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,6 +20,7 @@ from pathlib import Path
 
 from tl_core.config import RunConfig
 from tl_core.training import Callback, FitResult, fit
+from tl_core.training.loop import create_run
 from tl_core.errors import TransferLabError
 from tl_core.runs import RunFolder
 
@@ -55,7 +62,7 @@ class JobRegistry:
             if busy is not None:
                 raise TransferLabError(f"A model is already training ({busy.run.run_id}). Stop it or wait for it "
                                        "to finish before starting another.")
-            run = RunFolder.create(config, runs_dir)
+            run = create_run(config, runs_dir)
             stop = threading.Event()
             job = Job(run, threading.Thread(), stop)
 
@@ -75,8 +82,27 @@ class JobRegistry:
         job.stop_event.set()
         return True
 
+    def stop_all(self, timeout: float) -> None:
+        """Stop every job still training and wait up to ``timeout`` seconds in all for them."""
+        with self._lock:
+            alive = [j for j in self._jobs.values() if j.alive]
+        for job in alive:
+            job.stop_event.set()
+        end = time.monotonic() + timeout
+        for job in alive:
+            job.thread.join(timeout=max(0.0, end - time.monotonic()))
+
 
 REGISTRY = JobRegistry()
+
+# How long the process waits at exit for a training job to stop (it stops within one batch).
+EXIT_JOIN_SECONDS = 60.0
+
+
+@atexit.register
+def stop_all(timeout: float = EXIT_JOIN_SECONDS) -> None:
+    """Stop and wait for every training job of this process (at exit; tests call it too)."""
+    REGISTRY.stop_all(timeout)
 
 
 def start_training(config: RunConfig, runs_dir: str | Path | None = None) -> Job:

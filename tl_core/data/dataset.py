@@ -21,7 +21,10 @@ from tl_core.data.split import SPLIT_FOLDER, SPLIT_RANDOM, describe_split, split
 if TYPE_CHECKING:
     from tl_core.config import DataConfig
 
-__all__ = ["PreparedDataset", "prepare_dataset", "SplitFacts", "split_facts", "recorded_split"]
+__all__ = ["PreparedDataset", "prepare_dataset", "SplitFacts", "split_facts", "recorded_split", "training_warnings"]
+
+# The most unreadable pictures one training warning names (the data check lists them all).
+UNREADABLE_EXAMPLES = 3
 
 
 @dataclass
@@ -34,6 +37,13 @@ class PreparedDataset:
     test: list[ImageRecord]
     report: CheckReport
     split: "SplitFacts | None" = None  # how train/val were chosen, with the numbers (summary.json's "split")
+
+    @property
+    def unchecked(self) -> list[str]:
+        """Categories with pictures to learn from but none kept aside to check the model with: the
+        validation accuracy says nothing about them."""
+        in_val = {r.label for r in self.val}
+        return [c for c in self.classes if c not in in_val]
 
     def labels(self, records: Sequence[ImageRecord]) -> list[int]:
         """Class indices (positions in :attr:`classes`) for ``records``."""
@@ -200,18 +210,49 @@ def _facts(classes: list[str], train: Sequence[ImageRecord], val: Sequence[Image
             notes.append(f"'{c}' has no pictures to learn from{where}, so training will refuse to start. Add pictures "
                          f"of '{c}'{where} (at least 2, better 20 or more).")
         elif n_val == 0:
-            if kind == SPLIT_FOLDER:
-                notes.append(f"'{c}' has no pictures in val/, so the model will never be checked on it. Add some "
-                             f"pictures of '{c}' to val/{c}/.")
-            else:
-                notes.append(f"'{c}' has too few pictures (or only copies of one picture) to keep one aside, so the "
-                             f"model will never be checked on it. Add more pictures of '{c}'.")
+            notes.append(unchecked_note(c, kind))
     if not val and per_class:
         notes.append("No picture is left to check the model with, so training will refuse to start. Add more "
                      "pictures (at least 5 per category, better 20 or more).")
     return SplitFacts(kind=kind, val_fraction=float(val_fraction) if kind == SPLIT_RANDOM else None,
                       per_class={c: (t, v) for c, (t, v) in per_class.items()}, from_train=from_train,
                       test_per_class=test_per_class, notes=notes, checked=checked)
+
+
+def unchecked_note(label: str, kind: str) -> str:
+    """The words for a category that has no picture kept aside to check the model with (split
+    ``kind`` "folder": the folder's own val/ lacks it; otherwise it has too few pictures)."""
+    if kind == SPLIT_FOLDER:
+        return (f"'{label}' has no pictures in val/, so the model will never be checked on it. Add some "
+                f"pictures of '{label}' to val/{label}/.")
+    return (f"'{label}' has too few pictures (or only copies of one picture) to keep one aside, so the "
+            f"model will never be checked on it. Add more pictures of '{label}'.")
+
+
+def training_warnings(data: PreparedDataset) -> list[tuple[str, str]]:
+    """What training says about the data before it starts, as ``(warning kind, message)``: every
+    error-level problem of the data check, the pictures left out because they cannot be opened,
+    and each category the validation accuracy leaves out. Training goes on (the data check
+    refuses what cannot be trained at all), but none of these may pass in silence: a "val acc
+    1.000" that never looked at one category is not a result."""
+    unchecked = data.unchecked
+    out: list[tuple[str, str]] = []
+    for p in data.report.problems:
+        if p.severity != "error" or (p.kind == "too_few_to_split" and unchecked):
+            continue  # a category too small to split is said below, with what it means for the accuracy
+        out.append(("data_problem", f"{p.message} {p.fix}".strip()))
+    unreadable = [p for p in data.report.problems if p.kind == "unreadable"]
+    if unreadable:
+        examples = " ".join(p.message for p in unreadable[:UNREADABLE_EXAMPLES])
+        more = (f" ({len(unreadable) - UNREADABLE_EXAMPLES} more: run the data check to see them all)"
+                if len(unreadable) > UNREADABLE_EXAMPLES else "")
+        out.append(("unreadable", f"{len(unreadable)} picture{'s' if len(unreadable) != 1 else ''} could not be "
+                                  f"opened and {'are' if len(unreadable) != 1 else 'is'} left out of training. "
+                                  f"{examples}{more}"))
+    kind = data.split.kind if data.split is not None else SPLIT_RANDOM
+    for c in unchecked:
+        out.append(("category_not_checked", f"{unchecked_note(c, kind)} The validation accuracy leaves '{c}' out."))
+    return out
 
 
 def split_facts(cfg: Any, report: CheckReport | None = None, scan: DatasetScan | None = None) -> SplitFacts:

@@ -14,19 +14,22 @@ batches are augmented on the device under mixed precision in channels_last.
 """
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 
 from tl_core.config import RunConfig
-from tl_core.errors import TransferLabError
+from tl_core.errors import RunError, TransferLabError
+from tl_core.files import disk_full, short_path
 from tl_core.models.freezing import set_train_mode
-from tl_core.runs import RunFolder
+from tl_core.runs import RunFolder, default_runs_dir, new_run_id
 from tl_core.runtime.allocator import training_allocator
 from tl_core.training.callbacks import BestEpoch, Callback, CallbackList, default_callbacks
 from tl_core.training.prepare import (Batches, Prepared, fit_start_info, load_inputs, make_batches, prepare_model,
@@ -47,6 +50,7 @@ class FitResult:
     mode: str | None = None           # "features" (cached frozen prefix) or "full"
     per_class_accuracy: dict[str, float] | None = None   # validation, best epoch
     history: list[dict] = field(default_factory=list)
+    unchecked_classes: list[str] = field(default_factory=list)   # no validation picture: not in the accuracy
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +58,22 @@ class FitResult:
 
 class _Stop(Exception):
     pass
+
+
+class _StopAware(Callback):
+    """The callbacks as preparation sees them: each progress report first looks at the stop
+    event, so Stop (or the app's server shutting down) does not wait until every picture has
+    been read and run through the frozen layers."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.owner = trainer
+
+    def on_prepare(self, stage, done, total):
+        self.owner._check_stop()
+        self.owner.callbacks.on_prepare(stage, done, total)
+
+    def on_warning(self, kind, message):
+        self.owner.callbacks.on_warning(kind, message)
 
 
 class Trainer:
@@ -97,8 +117,9 @@ class Trainer:
         if self.run is not None:
             self.run.write_status("running", "Preparing the data and the model.", epoch=0,
                                   epochs=self.config.train.epochs)
-        self.state = prepare_model(self.config, self.run, self.callbacks)
-        load_inputs(self.state, self.config, self.callbacks)
+        events = _StopAware(self)
+        self.state = prepare_model(self.config, self.run, events)
+        load_inputs(self.state, self.config, events)
         self._check_stop()
 
     def _setup_training(self, t_start: float) -> dict:
@@ -231,7 +252,8 @@ class Trainer:
                            val_accuracy=last.get("val_accuracy"), train_seconds=total_seconds,
                            epochs_done=len(self.history), mode=self.state.mode if self.state else None,
                            history=self.history,
-                           per_class_accuracy=per_class)
+                           per_class_accuracy=per_class,
+                           unchecked_classes=list(self.state.data.unchecked) if self.state else [])
         logs = {k: v for k, v in result.to_dict().items() if k != "history"}
         self.callbacks.on_fit_end(logs)
         if self.run is not None:
@@ -285,5 +307,30 @@ def _fail(trainer: Trainer, message: str, t0: float) -> FitResult:
 def train_run(config: RunConfig, runs_dir=None, callbacks: Iterable[Callback] = (),
               stop_event: threading.Event | None = None, run_id: str | None = None) -> FitResult:
     """Create a run folder and train into it: the one entry point the CLI, jobs and tests share."""
-    run = RunFolder.create(config, runs_dir, run_id)
+    run = create_run(config, runs_dir, run_id)
     return fit(config, run, callbacks, stop_event)
+
+
+def create_run(config: RunConfig, runs_dir=None, run_id: str | None = None) -> RunFolder:
+    """A new run folder for ``config``, or a plain :class:`RunError` (a full disk, a folder that
+    cannot be written) with nothing half-made left behind: a run folder without its config would
+    show up nowhere and never be cleaned up."""
+    runs_root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    run_id = run_id or new_run_id(config.model.name)
+    target = runs_root / run_id
+    existed = target.exists()
+    try:
+        return RunFolder.create(config, runs_root, run_id)
+    except OSError as err:
+        if not existed:
+            shutil.rmtree(target, ignore_errors=True)
+        raise RunError(_run_folder_words(runs_root, err)) from None
+
+
+def _run_folder_words(runs_root: Path, err: OSError) -> str:
+    where = short_path(runs_root)
+    if disk_full(err):
+        return (f"The disk that holds the runs folder ({where}) is full, so no run could be started. Free some "
+                "space there, or choose a runs folder on another disk.")
+    return (f"Could not create a run folder in {where} ({err.strerror or err}). Choose a runs folder you can "
+            "write to.")

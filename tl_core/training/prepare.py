@@ -94,9 +94,11 @@ def prepare_model(config: RunConfig, run: RunFolder | None, events: Callback) ->
 
     from tl_core.models.catalogue import get_model_info
     get_model_info(config.model.name)  # a typo in the model name is answered before reading pictures
-    from tl_core.data.dataset import prepare_dataset
+    from tl_core.data.dataset import prepare_dataset, training_warnings
     data = prepare_dataset(config.data, progress=lambda d, t: events.on_prepare("check", d, t))
     classes = data.classes
+    for kind, message in training_warnings(data):  # said (and recorded) before any time is spent
+        events.on_warning(kind, message)
 
     from tl_core.models.weights import create_model
     weights = "none" if config.freeze.kind == "scratch" else config.model.weights
@@ -310,6 +312,7 @@ def run_summary(p: Prepared, config: RunConfig, info: dict) -> dict:
             "freeze": p.plan.to_dict(), "train": asdict(config.train), "model": config.model.name,
             "weights": p.weights_source.description, "device": p.dev.to_dict(), "mode": p.mode,
             "problems": [problem.to_dict() for problem in report.problems],
+            "unchecked_classes": p.data.unchecked,
             "imbalance_ratio": getattr(report, "imbalance_ratio", info.get("imbalance_ratio")),
             "val_records": [{"path": r.path, "label": r.label} for r in p.data.val],
             "preprocessing": p.prep.to_dict(), "info": info}

@@ -16,6 +16,7 @@ from pages._shared import (require_app, current_run_dir, figure, guard, header, 
 from tl_core.app import jobs
 from tl_core.config import AUGMENTS, BALANCE_MODES, DEFAULT_LR, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
+from tl_core.results.stats import range_words
 from tl_core.runs import NOTE_MAX_CHARS, TITLE_MAX_CHARS, RunFolder, list_runs, list_trash, restore_run, trash_run
 from tl_core.app.formatting import (format_seconds, format_when, markdown_safe, model_title, preset_short, run_label,
                                     run_row)
@@ -31,7 +32,9 @@ header("Train", "Show the model your pictures again and again (each pass is an *
 state = ui()
 DEFAULTS = dataclasses.asdict(TrainConfig())
 WARN_ICON = {"overfitting": ":material/psychology:", "loss_not_falling": ":material/trending_down:", "nan": ":material/error:", "early_stop": ":material/stop:",
-             "unreadable": ":material/image:", "no_feature_cache": ":material/slow_motion_video:"}
+             "unreadable": ":material/image:", "no_feature_cache": ":material/slow_motion_video:",
+             "cache_not_saved": ":material/save:", "data_problem": ":material/report:",
+             "category_not_checked": ":material/visibility_off:"}
 
 
 def remember(**values) -> None:
@@ -166,8 +169,12 @@ def draw(view) -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Epochs done", f"{view.epoch} / {view.epochs}" if view.epochs else "–",
               help="Passes over all your pictures that are finished; the same number as the bar and the sidebar.")
+    checked = (view.info or {}).get("val_images")
     m2.metric("Best accuracy", f"{best:.1%}" if isinstance(best, (int, float)) and best >= 0 else "–",
-              help="On the pictures kept aside to check the model (the validation accuracy), at its best pass.")
+              delta=range_words(best, checked) or None, delta_color="off", delta_arrow="off",
+              help="On the pictures kept aside to check the model (the validation accuracy), at its best pass. "
+                   "The range below it is where the true accuracy lies (95% sure) for this many pictures: "
+                   "with few pictures kept aside, one number claims more than they can show.")
     m3.metric("Pictures a second", f"{view.images_per_sec:,.0f}" if view.images_per_sec else "–",
               help="How fast it trains: pictures handled per second.")
     if view.active:
@@ -180,7 +187,7 @@ def draw(view) -> None:
     for w in view.warnings:
         kind = w.get("kind", "")
         title = warning_title(kind)
-        box = st.info if kind in ("early_stop", "no_feature_cache") else st.warning
+        box = st.info if kind in ("early_stop", "no_feature_cache", "cache_not_saved") else st.warning
         box(f"**{title}.** {markdown_safe(w.get('message', ''))}", icon=WARN_ICON.get(kind, ":material/warning:"))
 
     if view.info and view.info.get("mode"):

@@ -38,7 +38,8 @@ STAGE_LABELS = {"check": "Checking images", "decode": "Reading images", "feature
 # Every warning kind the loop can publish, with the title the app shows above its message.
 WARNING_TITLES = {"overfitting": "Memorising instead of learning", "loss_not_falling": "Not learning yet",
                   "nan": "Training broke down", "early_stop": "Stopped early", "unreadable": "Skipped a picture",
-                  "no_feature_cache": "Slower training"}
+                  "no_feature_cache": "Slower training", "cache_not_saved": "Not kept for next time",
+                  "data_problem": "A problem in your pictures", "category_not_checked": "A category is not checked"}
 
 
 def stage_label(stage: str | None) -> str:

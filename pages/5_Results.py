@@ -71,6 +71,8 @@ def confusion_with_cells(report, normalized: bool):
 
 # -- fixing pictures: one click each, with undo ------------------------------------------------------
 
+LIST_STEP = 12   # likely mistakes shown at a time
+
 def _key(path: str) -> str:
     """A short, stable widget key for a picture (the same in every grid it appears in)."""
     return hashlib.sha1(str(path).encode()).hexdigest()[:12]
@@ -174,8 +176,9 @@ def likely_mistakes(run_dir: str, run: RunFolder, ctx: dict) -> None:
     found = load_label_issues(run_dir) if aftercare.mistakes_are_ready(run_dir) else None
     if found is None:
         failed = aftercare.mistakes_failed(run_dir)
-        if aftercare.running(run_dir) is not None or (run.state == "finished" and failed is None and
-                                                     aftercare.prepare_in_background(
+        training = active_job() is not None
+        if aftercare.running(run_dir) is not None or (run.state == "finished" and failed is None and not training
+                                                     and aftercare.prepare_in_background(
                                                          run_dir, busy=lambda: active_job() is not None)):
             st.info("Looking for likely label mistakes in the background…", icon=":material/hourglass_top:")
 
@@ -183,6 +186,10 @@ def likely_mistakes(run_dir: str, run: RunFolder, ctx: dict) -> None:
                 if aftercare.running(run_dir) is None:
                     st.rerun(scope="app")
             st.fragment(run_every=2.0)(poll)()
+            return
+        if training and failed is None:
+            st.info("They are looked for once the model training now has finished (it would slow it down).",
+                    icon=":material/hourglass_top:")
             return
         if failed:
             st.warning(markdown_safe(failed), icon=":material/warning:")
@@ -200,8 +207,12 @@ def likely_mistakes(run_dir: str, run: RunFolder, ctx: dict) -> None:
     st.caption(f"{len(found.issues)} of {found.checked:,} pictures look mislabelled.")
     items = [{"path": i.path, "label": i.label, "suggested": i.suggested, "confidence": i.confidence}
              for i in found.issues]
+    limit = st.session_state.get("results_lm_limit", LIST_STEP)
     fixable_grid(items, lambda it: markdown_safe(f"in {it['label']}, looks like {it['suggested']} "
-                                                 f"({it['confidence']:.0%} sure)"), "lm", ctx)
+                                                 f"({it['confidence']:.0%} sure)"), "lm", ctx, limit=limit)
+    if len(items) > limit:
+        st.button(f"Show {min(LIST_STEP, len(items) - limit)} more", key="results_lm_more", icon=":material/expand_more:",
+                  on_click=lambda: st.session_state.update(results_lm_limit=limit + LIST_STEP))
 
 
 def fix_and_retrain(run_dir: str, ctx: dict) -> None:
@@ -263,7 +274,8 @@ with guard():
     # The selections below belong to one run: another run starts with its own first categories
     # and pictures (not "0 pictures of trouser" left over from the run looked at before).
     if st.session_state.get("results_for_run") != run_dir:
-        for key in ("results_true", "results_pred", "results_last_pick", "results_cam_pick", "results_fix_note"):
+        for key in ("results_true", "results_pred", "results_last_pick", "results_cam_pick", "results_fix_note",
+                    "results_lm_limit"):
             st.session_state.pop(key, None)
         st.session_state["results_for_run"] = run_dir
 

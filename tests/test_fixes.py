@@ -328,6 +328,21 @@ def test_fix_undo_redo_and_retrain_from_the_results_page(pets_run):
     assert any(r["path"] == str(new.path) for r in list_runs(run.parent))
 
 
+def test_the_list_is_prepared_in_the_background_when_missing(pets_run):
+    from test_app_pages import app
+
+    from tl_core.app import aftercare
+
+    _root, run = pets_run
+    (run / "label_issues.json").unlink()
+    at = app("pages/5_Results.py")
+    assert any("Looking for likely label mistakes in the background" in i.value for i in at.info)
+    aftercare.wait_all(300)
+    _run(at)
+    assert (run / "label_issues.json").is_file()
+    assert any("pictures look mislabelled" in c.value for c in at.caption)
+
+
 def test_the_sample_is_shown_without_fix_buttons_and_says_why(pets_run, tmp_path):
     from test_app_pages import app, remember
 

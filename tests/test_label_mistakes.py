@@ -143,6 +143,7 @@ def test_saved_in_the_run_folder_and_read_back(planted, cache):
         os.utime(weights, (later - 20, later - 20))
     (run / mistakes.ISSUES_FILE).write_text("{not json")
     assert mistakes.load_label_issues(run) is None               # damaged: made again, never a crash
+    assert not mistakes.label_issues_ready(run)
 
 
 def test_reuses_the_runs_cached_features_and_keeps_them_per_picture(planted, cache):

@@ -217,10 +217,12 @@ def load_label_issues(run_dir: str | Path) -> LabelIssues | None:
 
 
 def label_issues_ready(run_dir: str | Path) -> bool:
-    """The saved list is there and newer than the run's weights (a run trained on is looked at again)."""
+    """The saved list is there, readable, and newer than the run's weights (a run trained on is looked
+    at again)."""
     run = RunFolder(Path(run_dir))
     saved = run.path / ISSUES_FILE
     try:
-        return saved.is_file() and saved.stat().st_mtime >= run.weights_path.stat().st_mtime
+        fresh = saved.is_file() and saved.stat().st_mtime >= run.weights_path.stat().st_mtime
     except OSError:
         return False
+    return fresh and load_label_issues(run_dir) is not None

@@ -168,6 +168,7 @@ def picture_features(ex: Extractor, paths: Sequence[str], progress: Progress | N
                      bank: dict[str, torch.Tensor] | None = None, save: bool = True) -> PictureFeatures:
     """Features for ``paths``: from the bank when their bytes were seen before, else computed (in
     chunks, reading the next while the network runs) and added to the bank."""
+    from tl_core.runtime.allocator import training_allocator
     from tl_core.training.decoded import decode_records
 
     bank = load_bank(ex) if bank is None else bank
@@ -176,17 +177,18 @@ def picture_features(ex: Extractor, paths: Sequence[str], progress: Progress | N
     failed: list[tuple[str, str]] = [(paths[i], "could not be read") for i in missing if keys[i] is None]
     todo = [i for i in missing if keys[i] is not None]
     computed = 0
-    for start in range(0, len(todo), CHUNK):
-        part = todo[start:start + CHUNK]
-        dec = decode_records([paths[i] for i in part], list(range(len(part))), ex.prep, allow_empty=True)
-        failed += dec.failed
-        if len(dec.images):
-            feats = ex.features(dec.images)
-            for row, pos in zip(feats, dec.labels.tolist()):
-                bank[keys[part[pos]]] = row.clone()
-            computed += len(dec.images)
-        if progress:
-            progress(min(start + CHUNK, len(todo)), len(todo))
+    with training_allocator():   # the malloc setting training runs under: ~1.6x faster here (runtime/allocator.py)
+        for start in range(0, len(todo), CHUNK):
+            part = todo[start:start + CHUNK]
+            dec = decode_records([paths[i] for i in part], list(range(len(part))), ex.prep, allow_empty=True)
+            failed += dec.failed
+            if len(dec.images):
+                feats = ex.features(dec.images)
+                for row, pos in zip(feats, dec.labels.tolist()):
+                    bank[keys[part[pos]]] = row.clone()
+                computed += len(dec.images)
+            if progress:
+                progress(min(start + CHUNK, len(todo)), len(todo))
     if computed and save:
         save_bank(ex, bank, keep=[k for k in keys if k])
     kept = [i for i, k in enumerate(keys) if k is not None and k in bank]

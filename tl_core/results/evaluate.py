@@ -2,7 +2,8 @@
 
 Accuracy alone hides the failures a beginner most needs to see: a model that always answers the
 majority class can score 90% on an imbalanced folder. So next to accuracy we report balanced
-accuracy (the mean of per-class recalls), precision/recall/F1 per class, the confusion matrix
+accuracy (the mean of per-class recalls), the accuracy's 95% range (``accuracy_ci``: how sure the
+number is for this many pictures), precision/recall/F1 per class, the confusion matrix
 (rows = true class, columns = predicted class) and every prediction with its confidence, which is
 what the Results page needs to show "the images behind a cell" and "the most confidently wrong".
 
@@ -21,6 +22,7 @@ from tl_core.data.images import load_image
 from tl_core.data.scan import scan_folder
 from tl_core.errors import DataError, RunError, TransferLabError
 from tl_core.files import write_json_atomic
+from tl_core.results.stats import accuracy_interval
 from tl_core.runs import RunFolder, read_json
 
 # Progress callbacks receive (images done, images in total); the app turns this into a bar.
@@ -130,6 +132,18 @@ class EvalReport:
     def n(self) -> int:
         return int(sum(sum(row) for row in self.confusion))
 
+    @property
+    def correct(self) -> int:
+        """Pictures predicted right (the confusion matrix's diagonal)."""
+        return int(sum(row[i] for i, row in enumerate(self.confusion) if i < len(row)))
+
+    @property
+    def accuracy_ci(self) -> tuple[float, float]:
+        """The accuracy's 95% range (Wilson's interval, :func:`tl_core.results.stats.accuracy_interval`):
+        90% on 30 pictures could be 74-97%, so one number alone claims more than the pictures show.
+        Computed from the confusion matrix, so a saved evaluation from before it existed has it too."""
+        return accuracy_interval(self.correct, self.n)
+
     @classmethod
     def from_predictions(cls, classes: Sequence[str], items: list[dict], skipped: list[dict] | None = None,
                          **meta: Any) -> "EvalReport":
@@ -146,7 +160,8 @@ class EvalReport:
         metrics plus the 12 most confident mistakes); ``include_items=True`` adds every image's
         prediction, which is what ``eval_<name>.json`` stores for the Results page."""
         out = {"name": self.name, "data_dir": self.data_dir, "model": self.model_name, "classes": list(self.classes),
-               "n": self.n, "accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy,
+               "n": self.n, "accuracy": self.accuracy, "accuracy_ci": list(self.accuracy_ci),
+               "balanced_accuracy": self.balanced_accuracy,
                "macro_f1": self.macro_f1, "per_class": self.per_class, "confusion": self.confusion,
                "confusion_normalized": self.confusion_normalized, "skipped": len(self.skipped)}
         if include_items:

@@ -6,6 +6,7 @@ arithmetic is small and exact, so it lives here in plain Python (no SciPy at run
 
 * :func:`accuracy_interval`: Wilson's 95% score interval for k right out of n, which behaves well
   for small n and for accuracies near 0% or 100% (unlike the textbook normal interval);
+  :func:`range_words` says it under a number;
 * :func:`mcnemar_p`: the exact McNemar test for two models checked on *the same* pictures (only the
   pictures where they disagree carry information);
 * :func:`two_proportion_p`: a two-sided test for accuracies on *different* pictures.
@@ -31,6 +32,17 @@ def accuracy_interval(correct: int, total: int, z: float = Z95) -> tuple[float, 
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     low, high = max(0.0, centre - half), min(1.0, centre + half)
     return (0.0 if k == 0 else low), (1.0 if k == n else high)
+
+
+def range_words(accuracy: float | None, total: int | None) -> str:
+    """``"95% range: 80-97%"`` for an accuracy measured on ``total`` pictures, for a line under the
+    number; "" when either is unknown (a run from before the count was recorded)."""
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not 0 <= accuracy <= 1:
+        return ""
+    if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
+        return ""
+    low, high = accuracy_interval(round(accuracy * total), total)
+    return f"95% range: {low * 100:.0f}-{high * 100:.0f}%"
 
 
 def mcnemar_p(only_a_right: int, only_b_right: int) -> float:
@@ -96,4 +108,4 @@ def compare_accuracies(name_a: str, correct_a: int, total_a: int, name_b: str, c
     return Verdict(hi, p, p < SIGNIFICANCE, paired, sentence)
 
 
-__all__ = ["accuracy_interval", "mcnemar_p", "two_proportion_p", "compare_accuracies", "Verdict", "SIGNIFICANCE"]
+__all__ = ["accuracy_interval", "range_words", "mcnemar_p", "two_proportion_p", "compare_accuracies", "Verdict", "SIGNIFICANCE"]

@@ -211,7 +211,8 @@ def likely_mistakes(run_dir: str, run: RunFolder, ctx: dict) -> None:
     fixable_grid(items, lambda it: markdown_safe(f"in {it['label']}, looks like {it['suggested']} "
                                                  f"({it['confidence']:.0%} sure)"), "lm", ctx, limit=limit)
     if len(items) > limit:
-        st.button(f"Show {min(LIST_STEP, len(items) - limit)} more", key="results_lm_more", icon=":material/expand_more:",
+        st.button(f"Show {min(LIST_STEP, len(items) - limit)} more", key="results_lm_more",
+                  icon=":material/expand_more:",
                   on_click=lambda: st.session_state.update(results_lm_limit=limit + LIST_STEP))
 
 
@@ -227,8 +228,9 @@ def fix_and_retrain(run_dir: str, ctx: dict) -> None:
         return
     made = aftercare.fixes_since(run_dir)
     root = Path(ctx["root"])
-    st.caption(f"Moved pictures stay in the data folder; set-aside ones wait in **{markdown_safe(fixes.set_aside_dir(root).name)}** "
-               f"beside it; every step is listed in **{markdown_safe(fixes.fixes_log_path(root).name)}**. Nothing is deleted.")
+    aside, log = (markdown_safe(p.name) for p in (fixes.set_aside_dir(root), fixes.fixes_log_path(root)))
+    st.caption(f"Moved pictures stay in the data folder; set-aside ones wait in **{aside}** beside it; every step is "
+               f"listed in **{log}** (also beside it). Nothing is deleted.")
     if not made:
         st.caption("No fixes yet: use the buttons under the pictures above.")
     else:
@@ -237,7 +239,7 @@ def fix_and_retrain(run_dir: str, ctx: dict) -> None:
         if len(made) > 8:
             st.caption(f"…and {len(made) - 8} earlier.")
         st.button("Undo the last fix", key="results_undo_last", icon=":material/undo:", on_click=_apply,
-                  args=("undo", ctx["root"], "", None))
+                  args=("undo", ctx["root"], "", made[-1].id))
     started = st.session_state.get("results_retrained")
     if started and run_dir in (started.get("from"), started.get("run")):
         st.success(markdown_safe(started["words"]), icon=":material/fitness_center:")
@@ -249,8 +251,8 @@ def fix_and_retrain(run_dir: str, ctx: dict) -> None:
         with guard(), st.spinner("Getting the pictures ready…"):
             started = aftercare.retrain_with_fixes(run_dir)
             n = started.fixes
-            words = (f"Started a new run with the same settings on the fixed pictures ({n} fix{'es' if n != 1 else ''}). "
-                     f"{started.warmed.words()}")
+            words = (f"Started a new run with the same settings on the fixed pictures "
+                     f"({n} fix{'es' if n != 1 else ''}). {started.warmed.words()}")
             st.session_state["results_retrained"] = {"from": run_dir, "run": started.job.run_dir, "words": words}
             view_run(started.job.run_dir)
             st.rerun()

@@ -47,19 +47,35 @@ with guard():
             from tl_core.data.images import load_image_bytes
 
             image = load_image_bytes(data, name)
-            top = loaded.top_k(image, k=min(5, len(loaded.classes)))
+            if not loaded.novelty_ready():
+                with st.spinner("Getting ready to say “none of these” (once for this model: it looks at the "
+                                "pictures it learned from)…"):
+                    loaded.novelty()
+            answer = loaded.answer(image, k=min(5, len(loaded.classes)))
+            top = answer["top"]
             best = top[0]
             best_label = markdown_safe(best["label"])   # a category name is shown as typed, not as markdown
             left, right = st.columns([1, 2])
             with left:
                 st.image(display_picture(image, 420), caption=markdown_safe(name), width="stretch")
             with right:
-                if best["probability"] >= threshold:
+                if answer["none_of_these"]:
+                    st.warning(f"### None of these?\nThis looks like none of the categories it learned: the picture "
+                               f"is unlike every picture it was taught with. Its best guess would be **{best_label}** "
+                               f"({best['probability']:.1%}), but it cannot be sure of that.", icon=":material/block:")
+                elif answer["unsure"] and len(top) > 1:
+                    second = top[1]
+                    st.warning(f"### Not sure\nIt hesitates between **{best_label}** ({best['probability']:.1%}) "
+                               f"and **{markdown_safe(second['label'])}** ({second['probability']:.1%}).",
+                               icon=":material/help:")
+                elif best["probability"] >= threshold:
                     st.success(f"### {best_label}\n{best['probability']:.1%} sure", icon=":material/check_circle:")
                 else:
                     st.warning(f"### Not sure\nBest guess: **{best_label}** at only {best['probability']:.1%} "
                                f"(below your {threshold:.0%} threshold). The picture may show something it was not "
                                "trained on.", icon=":material/help:")
+                if answer["none_of_these"] is None and loaded.novelty_problem:
+                    st.caption(markdown_safe(loaded.novelty_problem))
                 fig = figure("topk_bars", top)
                 if fig is not None:
                     st.plotly_chart(fig, key="try_topk")

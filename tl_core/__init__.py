@@ -111,9 +111,17 @@ def predict(run_dir: str | Path, images: Sequence[str | Path | Image.Image], *, 
     """Classify pictures (paths or PIL images) with a trained run or an exported bundle.
 
     Yields one plain dict per picture, in order, as each is classified: ``{"image", "label",
-    "probability", "top": [{"label", "probability"}, ...]}``, or ``{"image", "error"}`` for a
-    picture that cannot be read (one bad file does not stop the others). The model is loaded
-    before the first picture, so a bad ``run_dir`` raises :class:`RunError` at once.
+    "probability", "top": [{"label", "probability"}, ...], "none_of_these", "unsure"}``, or
+    ``{"image", "error"}`` for a picture that cannot be read (one bad file does not stop the
+    others). The model is loaded before the first picture, so a bad ``run_dir`` raises
+    :class:`RunError` at once.
+
+    ``none_of_these`` is True when the picture looks unlike every picture the model learned from
+    (its features are farther from the training pictures' than those of at least 95% of the run's
+    own held-out pictures), None when the run has no calibration for it and its pictures are gone
+    to prepare one (an older bundle); ``unsure`` is True when the two most probable categories are
+    less than 0.2 apart after calibration. The rule: :mod:`tl_core.results.novelty`. An older run
+    is calibrated from its pictures on first use (a warning on the ``tl_core`` logger says so).
 
     >>> [p["label"] for p in tl_core.predict(run_dir, ["cat.jpg", "dog.jpg"])]   # doctest: +SKIP
     ['cat', 'dog']
@@ -134,8 +142,7 @@ def _predictions(loaded: Any, images: Sequence[str | Path | Image.Image], top_k:
         except (ImageLoadError, OSError) as err:
             yield {"image": name, "error": getattr(err, "reason", None) or str(err)}
             continue
-        top = loaded.top_k(image, k=top_k)
-        yield {"image": name, "label": top[0]["label"], "probability": top[0]["probability"], "top": top}
+        yield {"image": name, **loaded.answer(image, k=top_k)}
 
 
 def export(run_dir: str | Path, fmt: str, out: str | Path) -> Path:

@@ -5,8 +5,14 @@
   ``config.json``. The config copy makes the bundle folder a valid run folder, so
   ``tl predict BUNDLE IMAGE`` and :func:`tl_core.results.inference.load_run_model` load it as they load a run.
 * **ONNX** (opset :data:`ONNX_OPSET`) and **TorchScript**: the network alone (input: the
-  normalised float batch ``(N, 3, S, S)`` with a free batch size; output: logits, apply softmax
-  for probabilities); class names and preprocessing are stored inside the file as metadata.
+  normalised float batch ``(N, 3, S, S)`` with a free batch size; outputs: ``logits`` (apply
+  softmax for probabilities), ``features`` (pooled, before the classifier) and, for a calibrated
+  run, ``familiarity`` (see :mod:`tl_core.results.novelty`)); class names, preprocessing and the
+  "none of these" / "unsure" numbers are stored inside the file as metadata.
+
+"None of these" and "unsure" travel too: a bundle carries the run's calibration
+(``novelty.json`` + ``novelty.safetensors``, prepared from the run's pictures first for an older
+run) and its predict.py gives the same two answers as the app; the model card states the rule.
 
 Every export starts from a checked run folder (:func:`tl_core.runs.validate.check_run`: a damaged
 or tampered file is refused with a plain message before anything is written). A bundle is checked
@@ -64,6 +70,10 @@ PREDICT_SCRIPT = "predict.py"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 MAX_CHECK_IMAGES = 4
+OUTPUT_WORDS = {"logits": "apply softmax for probabilities",
+                "features": "the pooled features the classifier reads",
+                "familiarity": "mean cosine similarity to the nearest training pictures; none of these when below "
+                               "the threshold"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,19 +146,48 @@ def parity(out: np.ndarray, ref: np.ndarray) -> dict:
     return result
 
 
-def _check_batch(loaded: Any, images: list[Image.Image]) -> tuple[torch.Tensor, np.ndarray]:
+def compare_outputs(outs: list[np.ndarray], refs: list[np.ndarray]) -> dict:
+    """:func:`parity` of the logits, plus the same bound on the features (relative beyond 1) and
+    on familiarity (absolute: a cosine); not ok when the file gives other outputs altogether."""
+    if outs[0].shape != refs[0].shape:
+        raise ExportError(f"The exported model gives outputs of shape {outs[0].shape}, PyTorch {refs[0].shape}.")
+    result = parity(outs[0], refs[0])
+    if len(outs) != len(refs) or any(o.shape != r.shape for o, r in zip(outs, refs)):
+        return {**result, "ok": False, "outputs": len(outs)}
+    extra = [np.abs(o.astype(np.float64) - r.astype(np.float64)) / np.maximum(1.0, np.abs(r.astype(np.float64)))
+             for o, r in zip(outs[1:], refs[1:])]
+    result["max_output_diff"] = float(max((e.max() for e in extra if e.size), default=0.0))
+    result["ok"] = bool(result["ok"] and result["max_output_diff"] <= PARITY_TOLERANCE)
+    return result
+
+
+def exported_network(loaded: Any) -> "torch.nn.Module":
+    """The network as ONNX and TorchScript files hold it: logits, features and (calibrated runs)
+    familiarity (:class:`tl_core.results.novelty.ExportedNetwork`)."""
+    from tl_core.results.novelty import ExportedNetwork
+
+    return ExportedNetwork(loaded.model, loaded.novelty()).eval()
+
+
+def _check_batch(loaded: Any, images: list[Image.Image]) -> tuple[torch.Tensor, list[np.ndarray]]:
     x = loaded.preprocessing.to_input(images, "cpu")
     with torch.inference_mode():
-        ref = loaded.model(x).float().numpy()
+        ref = [t.float().numpy() for t in exported_network(loaded)(x)]
     return x, ref
 
 
 def _metadata(loaded: Any) -> dict[str, str]:
     prep = loaded.preprocessing.to_dict()
-    return {"labels": json.dumps(list(loaded.classes)), "preprocessing": json.dumps(prep),
+    novelty = loaded.novelty()
+    names = ["logits", "features"] + (["familiarity"] if novelty is not None else [])
+    meta = {"labels": json.dumps(list(loaded.classes)), "preprocessing": json.dumps(prep),
             "model": loaded.model_name, "output": "logits (apply softmax for probabilities)",
+            "outputs": "; ".join(f"{n}: {OUTPUT_WORDS[n]}" for n in names),
             "input": f"float32 (N, 3, {prep['size']}, {prep['size']}), RGB, resized + centre-cropped, "
                      "divided by 255, then (x - mean) / std", "producer": "Transfer Lab"}
+    if novelty is not None:
+        meta["novelty"] = json.dumps(novelty.rule())
+    return meta
 
 
 def _load(run: RunFolder):
@@ -211,12 +250,13 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     if out.exists() and out.resolve() == run.path.resolve():
         raise ExportError("Choose another folder for the bundle: it cannot be written into the run folder itself.")
     loaded = _load(run)  # checks the whole run folder, weights included, before anything is written
+    loaded.novelty()     # an older run's "none of these" is prepared from its pictures now, before writing
     made = _missing_parents(out)
     staging: Path | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        _write_bundle(run, staging)
+        _write_bundle(run, staging, loaded)
         verify_bundle(staging, loaded)
         _move_files(staging, out)
     except OSError as err:
@@ -231,8 +271,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
-def _write_bundle(run: RunFolder, folder: Path) -> None:
-    """The bundle's files, from the (checked) run folder into the empty ``folder``."""
+def _write_bundle(run: RunFolder, folder: Path, loaded: Any) -> None:
+    """The bundle's files, from the (checked) run folder and its loaded model into the empty ``folder``."""
+    from tl_core.results.novelty import save_novelty, weights_fingerprint
     from tl_core.results.templates import template_text
 
     shutil.copyfile(run.weights_path, folder / WEIGHTS_FILE)
@@ -240,7 +281,10 @@ def _write_bundle(run: RunFolder, folder: Path) -> None:
     write_json_atomic(folder / LABELS_FILE, list(run.labels()))
     write_json_atomic(folder / PREPROCESSING_FILE, bundle_preprocessing(run.path))
     (folder / PREDICT_SCRIPT).write_text(template_text("predict.py"), encoding="utf-8")
-    (folder / MODEL_CARD_FILE).write_text(model_card(run.path), encoding="utf-8")
+    novelty = loaded.novelty()
+    if novelty is not None:
+        save_novelty(folder, novelty, weights_fingerprint(loaded.model.state_dict()))
+    (folder / MODEL_CARD_FILE).write_text(model_card(run.path), encoding="utf-8")  # describes the saved calibration
 
 
 def verify_bundle(folder: str | Path, loaded: Any) -> dict:
@@ -256,7 +300,8 @@ def verify_bundle(folder: str | Path, loaded: Any) -> dict:
         line, said = _run_predict_script(folder, picture, len(loaded.classes))
         from tl_core.data.images import load_image
 
-        expected = loaded.predict_proba([load_image(str(picture))])[0].tolist()
+        answer = loaded.answer(load_image(str(picture)), k=len(loaded.classes))
+        expected = [next(t["probability"] for t in answer["top"] if t["label"] == c) for c in loaded.classes]
     if line is None:
         raise ExportError(f"The bundle could not be checked: its predict.py did not classify a test picture "
                           f"({said or 'no answer'}). Nothing was saved.")
@@ -266,6 +311,9 @@ def verify_bundle(folder: str | Path, loaded: Any) -> dict:
                                    for c in want):  # "not <=": a NaN never passes
         raise ExportError("The bundle does not reproduce the model: its predict.py gives other answers than "
                           "Transfer Lab for the same picture. Nothing was saved.")
+    if any(line.get(key) != answer[key] for key in ("none_of_these", "unsure")):
+        raise ExportError("The bundle does not reproduce the model: its predict.py says “none of these” or "
+                          "“unsure” where Transfer Lab does not (or the other way round). Nothing was saved.")
     return line
 
 
@@ -353,22 +401,25 @@ def bundle_zip_bytes(run_dir: str | Path) -> bytes:
 # ONNX
 # ----------------------------------------------------------------------------------------------
 def _torch_onnx_export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> int:
-    """Export with the legacy exporter at opset 17; fall back to the dynamo exporter (opset 18)."""
+    """Export with the legacy exporter at opset 17; fall back to the dynamo exporter (opset 18).
+    The outputs are named by the network (:class:`~tl_core.results.novelty.ExportedNetwork`), the
+    first one always ``logits``."""
+    names = model.output_names() if hasattr(model, "output_names") else [ONNX_OUTPUT]
     legacy_error: Exception | None = None
     # deprecation/tracer warnings and the new exporter's progress prints are not for the user
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (example,), str(path), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+            torch.onnx.export(model, (example,), str(path), input_names=[ONNX_INPUT], output_names=names,
                               opset_version=ONNX_OPSET,
-                              dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+                              dynamic_axes={ONNX_INPUT: {0: "batch"}, **{n: {0: "batch"} for n in names}},
                               do_constant_folding=True, dynamo=False)
             return ONNX_OPSET
         except Exception as err:  # noqa: BLE001 - try the other exporter before giving up
             legacy_error = err
         try:
             batch = torch.export.Dim("batch", min=1, max=4096)
-            torch.onnx.export(model, (example,), str(path), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+            torch.onnx.export(model, (example,), str(path), input_names=[ONNX_INPUT], output_names=names,
                               opset_version=ONNX_FALLBACK_OPSET, dynamic_shapes=({0: batch},), dynamo=True,
                               external_data=False)
             return ONNX_FALLBACK_OPSET
@@ -395,10 +446,8 @@ def check_onnx(path: str | Path, run_dir: str | Path, images: list[Image.Image] 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    if out.shape != ref.shape:
-        raise ExportError(f"The ONNX model gives outputs of shape {out.shape}, PyTorch {ref.shape}.")
-    return parity(out, ref)
+    outs = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    return compare_outputs([np.asarray(o) for o in outs], ref)
 
 
 @dataclasses.dataclass
@@ -442,7 +491,7 @@ def export_onnx(run_dir: str | Path, out_path: str | Path, report: dict | None =
     loaded, out, images = job.loaded, job.out, job.images
     with _written_only_if_verified(out, "The ONNX export failed ({error}). The bundle and TorchScript exports "
                                         "still work.") as tmp:
-        opset = _torch_onnx_export(loaded.model, job.example, tmp)
+        opset = _torch_onnx_export(exported_network(loaded), job.example, tmp)
         proto = onnx.load(str(tmp))
         meta = {**_metadata(loaded), "opset": str(opset)}
         del proto.metadata_props[:]
@@ -476,10 +525,9 @@ def check_torchscript(path: str | Path, run_dir: str | Path, images: list[Image.
         warnings.simplefilter("ignore")
         scripted = torch.jit.load(str(path), map_location="cpu")
     with torch.inference_mode():
-        out = scripted(x).float().numpy()
-    if out.shape != ref.shape:
-        raise ExportError(f"The TorchScript model gives outputs of shape {out.shape}, PyTorch {ref.shape}.")
-    return parity(out, ref)
+        out = scripted(x)
+    outs = [t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+    return compare_outputs(outs, ref)
 
 
 def export_torchscript(run_dir: str | Path, out_path: str | Path, report: dict | None = None) -> Path:
@@ -492,10 +540,12 @@ def export_torchscript(run_dir: str | Path, out_path: str | Path, report: dict |
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with torch.no_grad():
-                traced = torch.jit.trace(loaded.model, job.example, check_trace=False)
+                traced = torch.jit.trace(exported_network(loaded), job.example, check_trace=False)
             extra = {"labels.json": json.dumps(list(loaded.classes)),
                      "preprocessing.json": json.dumps(loaded.preprocessing.to_dict()),
                      "model.json": json.dumps(_metadata(loaded))}
+            if loaded.novelty() is not None:
+                extra["novelty.json"] = json.dumps(loaded.novelty().rule())
             torch.jit.save(traced, str(tmp), _extra_files=extra)
         check = check_torchscript(tmp, job.run.path, images, loaded)
         if not check["ok"]:
@@ -558,7 +608,42 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _limits(summary: dict, counts: dict) -> list[str]:
+def _novelty_lines(rule: dict | None, problem: str | None) -> list[str]:
+    """The card's "none of these" section: what it means, how well it was calibrated, and the rule
+    with its exact numbers, so a developer using ONNX or TorchScript gives the app's answers."""
+    lines = ["## “None of these” and “unsure”", ""]
+    if not rule:
+        return lines + [f"Not calibrated for this export{': ' + _cell(problem) if problem else ''}. The model "
+                        "always answers one of its categories.", ""]
+    facts = rule.get("calibration") or {}
+    seen = []
+    if facts.get("validation_pictures"):
+        seen.append(f"{facts['validation_pictures']} validation pictures")
+    if facts.get("training_pictures_left_out"):
+        seen.append(f"{facts['training_pictures_left_out']} training pictures, each compared with the others")
+    rejected = facts.get("validation_rejected")
+    lines += ["Besides its answer the model says **none of these** when a picture looks unlike every picture it "
+              "learned from, and **unsure** when its two most probable categories are close.", "",
+              f"- Calibrated on {' and '.join(seen) or 'the run’s pictures'} (in the "
+              f"{facts.get('feature_space', 'model’s')} feature space): the line is drawn so that at most "
+              f"{_pct(facts.get('reject_rate_target', 0.05))} of those real pictures fall beyond it"
+              + (f"; {_pct(rejected)} of the validation pictures do." if rejected is not None else "."),
+              "", "The rule, to give the same answers in your own program:", "",
+              "1. `features`: the pooled features before the classifier (ONNX and TorchScript output `features`; "
+              "in PyTorch `model.forward_head(model.forward_features(x), pre_logits=True)`).",
+              f"2. `familiarity`: scale `features` to length 1 and take the mean of the {rule.get('neighbours')} "
+              "largest dot products with the rows of `references` in `novelty.safetensors` (training pictures' "
+              "features, length 1). The ONNX and TorchScript files compute it as their output `familiarity`.",
+              f"3. **none of these** when `familiarity < {rule.get('threshold')!r}`.",
+              f"4. **unsure** when, with `p = softmax(logits / {rule.get('temperature')!r})` sorted from the "
+              f"largest, `p[0] - p[1] < {rule.get('unsure_margin')!r}` (the temperature corrects the model's over- "
+              "or under-confidence, fitted on the validation pictures).", "",
+              "The same numbers are in `novelty.json`, in the ONNX file's metadata (`novelty`) and in the "
+              "TorchScript file's extra file `novelty.json`.", ""]
+    return lines
+
+
+def _limits(summary: dict, counts: dict, calibrated: bool = False) -> list[str]:
     """Plain-language known limits: the model card's most important section for a beginner."""
     out = []
     problems = summary.get("problems") or []
@@ -583,16 +668,36 @@ def _limits(summary: dict, counts: dict) -> list[str]:
     if small:
         out.append(f"**Few examples** for {', '.join(map(str, small))} (under 30 training images): results on "
                    "new photos may vary more than the validation score suggests.")
-    out.append("The model only knows the classes above: it always answers one of them, even for a photo "
-               "of something else entirely.")
+    if calibrated:
+        out.append("The model only knows the classes above. It says “none of these” for pictures unlike those it "
+                   "learned from, but something close to them (another animal for a cats-and-dogs model) can still "
+                   "get one of the classes, and a few real pictures (about 5%) are called none of these too.")
+    else:
+        out.append("The model only knows the classes above: it always answers one of them, even for a photo "
+                   "of something else entirely.")
     out.append("The validation score comes from photos like the training ones; photos taken elsewhere "
                "(other camera, light, background) can score lower.")
     return out
 
 
-def model_card(run_dir: str | Path) -> str:
-    """MODEL_CARD.md: data, model and freeze plan, training settings, metrics and known limits."""
+def _saved_rule(run: RunFolder) -> dict | None:
+    """The run's calibration as its bundle carries it (checked against the run's weights), for the card."""
+    from tl_core.results.novelty import read_novelty, weights_fingerprint
+
+    try:
+        novelty = read_novelty(run.path, weights_fingerprint(run.load_state_dict()), len(run.labels()))
+    except (TransferLabError, OSError):
+        return None
+    return {**novelty.rule(), "calibration": novelty.facts} if novelty is not None else None
+
+
+def model_card(run_dir: str | Path, *, novelty: Any = None, novelty_problem: str | None = None) -> str:
+    """MODEL_CARD.md: data, model and freeze plan, training settings, metrics, "none of these" and
+    known limits. ``novelty`` (a :class:`tl_core.results.novelty.Novelty`) is what the export carries;
+    without it the run folder's novelty.json is described."""
     run = RunFolder.open(run_dir)
+    rule = {**novelty.rule(), "calibration": novelty.facts} if novelty is not None else (
+        None if novelty_problem else _saved_rule(run))
     cfg = run.config()
     try:
         summary = run.summary()
@@ -696,7 +801,8 @@ def model_card(run_dir: str | Path) -> str:
         lines.append("No metrics recorded yet.")
     lines.append("")
 
-    lines += ["## Known limits", ""] + [f"- {x}" for x in _limits(summary, counts)] + [""]
+    lines += _novelty_lines(rule, novelty_problem)
+    lines += ["## Known limits", ""] + [f"- {x}" for x in _limits(summary, counts, calibrated=bool(rule))] + [""]
 
     lines += ["## How to use it", "",
               "Every image is prepared the same way as in training (`preprocessing.json`): "
@@ -704,12 +810,15 @@ def model_card(run_dir: str | Path) -> str:
               f"interpolation, centre-crop a {prep.get('size', '?')} x {prep.get('size', '?')} square, divide by 255, "
               f"subtract mean {tuple(prep.get('mean', ()))} and divide by std {tuple(prep.get('std', ()))} "
               "(RGB order, NCHW).", "",
-              "- Bundle: `python predict.py photo.jpg` (needs torch, timm, Pillow) prints the top classes as JSON; "
-              "`tl predict <bundle folder> photo.jpg` works too.",
+              "- Bundle: `python predict.py photo.jpg` (needs torch, timm, Pillow) prints the top classes, "
+              "`none_of_these` and `unsure` as JSON; `tl predict <bundle folder> photo.jpg` works too.",
               f"- ONNX: opset {ONNX_OPSET}, input `{ONNX_INPUT}` "
               f"(N, 3, {prep.get('size', 'S')}, {prep.get('size', 'S')}), "
-              f"output `{ONNX_OUTPUT}` (apply softmax); labels and preprocessing are in the file's metadata.",
-              "- TorchScript: `torch.jit.load('model.pt')`, same input and output; labels in its extra files.",
+              f"outputs `{ONNX_OUTPUT}` (apply softmax), `features`"
+              + (" and `familiarity`" if rule else "") + " (see “None of these” above); labels, preprocessing "
+              "and the rule's numbers are in the file's metadata.",
+              "- TorchScript: `torch.jit.load('model.pt')`, same input; it returns the same outputs as a tuple; "
+              "labels and the rule in its extra files.",
               "", f"Classes in output order: {', '.join(f'`{c}`' for c in classes)}.", ""]
     return "\n".join(lines)
 
@@ -717,4 +826,4 @@ def model_card(run_dir: str | Path) -> str:
 __all__ = ["EXPORT_FORMATS", "ONNX_OPSET", "PARITY_TOLERANCE", "ExportError", "export_bundle", "export_bundle_zip",
            "export_onnx", "export_torchscript", "export_run", "bundle_zip_bytes", "onnx_bytes", "torchscript_bytes",
            "model_card", "check_onnx", "check_torchscript", "parity", "check_images", "bundle_preprocessing",
-           "verify_bundle"]
+           "verify_bundle", "compare_outputs", "exported_network"]

@@ -296,9 +296,11 @@ def default_callbacks(config: "RunConfig", run: RunFolder | None, user: Iterable
     diagnosis and early-stop warnings come after every callback has seen the epoch; the run's
     timings are remembered last."""
     patience = config.train.early_stopping_patience
+    from tl_core.training.calibration import NoveltyCalibration  # here, not at the top: it imports this module
     return [NanGuard(),
             *([SaveBestWeights(run), RunRecorder(run)] if run is not None else []),
             *user,
             DiagnosisWarnings(),
             *([EarlyStopping(patience)] if patience is not None else []),
-            RecordTimings(config)]
+            RecordTimings(config),
+            *([NoveltyCalibration(run)] if run is not None else [])]  # "none of these", for the best weights

@@ -6,7 +6,13 @@ Usage (from anywhere; the model files are read from this script's folder):
     python predict.py photo.jpg other.png some_folder/ [--top-k 3] [--device cpu]
 
 Prints one JSON object per image on its own line:
-    {"image": "photo.jpg", "label": "cat", "probability": 0.97, "top": [{"label": ..., "probability": ...}, ...]}
+    {"image": "photo.jpg", "label": "cat", "probability": 0.97, "top": [{"label": ..., "probability": ...}, ...],
+     "none_of_these": false, "unsure": false}
+
+"none_of_these": the picture looks unlike every picture the model learned from (its features are
+farther from theirs than those of 95% of the held-out pictures the model was calibrated on; see
+novelty.json); null when the bundle has no calibration. "unsure": the two most probable categories
+are close (after calibration, top1 - top2 < unsure_margin). The same answers as Transfer Lab's.
 
 Needs only torch, timm and Pillow (``pip install torch timm pillow``; timm brings torchvision and
 safetensors with it). The image is prepared exactly as during training (see preprocessing.json):
@@ -118,7 +124,86 @@ def load_bundle(folder: Path, device: str):
         raise BundleError(f"model.safetensors does not fit model {name} with the {len(labels)} categories of "
                           "labels.json: the files do not belong together.") from None
     model.to(device).eval()
-    return model, labels, prep
+    return model, labels, prep, weights
+
+
+def weights_fingerprint(state_dict) -> str:
+    """sha256 over the weights' names, types, shapes and bytes (as Transfer Lab computes it): the
+    calibration in novelty.json is only used with the weights it was made for."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{key}|{t.dtype}|{tuple(state_dict[key].shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Novelty:
+    """The rule for "none of these" and "unsure" (novelty.json + novelty.safetensors)."""
+
+    def __init__(self, rule: dict, references):
+        self.rule, self.references = rule, references
+
+    def none_of_these(self, features):
+        import torch.nn.functional as F
+
+        sims = F.normalize(features.float(), dim=1) @ self.references.to(features.device).T
+        k = min(int(self.rule["neighbours"]), self.references.shape[0])
+        return sims.topk(k, dim=1).values.mean(dim=1) < self.rule["threshold"]
+
+
+def unsure(logits, temperature: float, margin: float):
+    import torch
+
+    top2 = torch.softmax(logits.float() / temperature, dim=1).topk(2, dim=1).values
+    return (top2[:, 0] - top2[:, 1]) < margin
+
+
+def _rule_number(rule: dict, key: str, lo: float, hi: float) -> float:
+    value = rule.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise BundleError(f"novelty.json has a missing or impossible {key!r} ({value!r}).")
+    return float(value)
+
+
+def load_novelty(folder: Path, state_dict, num_classes: int, feature_dim: int):
+    """(Novelty or None, None or why it is not used). A bundle without novelty.json has no calibration;
+    a damaged or mismatched one is not used (the answers come without "none of these")."""
+    import torch
+    from safetensors import safe_open
+
+    if not (folder / "novelty.json").is_file():
+        return None, None
+    try:
+        rule = _read_json(folder / "novelty.json")
+        if not isinstance(rule, dict) or rule.get("format") != 1:
+            raise BundleError("novelty.json is not a calibration this script knows.")
+        if rule.get("weights_fingerprint") != weights_fingerprint(state_dict):
+            raise BundleError("novelty.json was made for other weights than model.safetensors.")
+        checked = {"threshold": _rule_number(rule, "threshold", -1.0, 1.0),
+                   "temperature": _rule_number(rule, "temperature", 0.05, 20.0),
+                   "unsure_margin": _rule_number(rule, "unsure_margin", 0.0, 1.0),
+                   "neighbours": int(_rule_number(rule, "neighbours", 1, 1024))}
+        try:
+            with safe_open(str(folder / "novelty.safetensors"), framework="pt") as fh:
+                ident = (fh.metadata() or {}).get("id")
+                refs, labels = fh.get_tensor("references"), fh.get_tensor("reference_labels")
+        except Exception as err:  # noqa: BLE001 - safetensors has its own error kinds
+            raise BundleError(f"novelty.safetensors is missing or damaged ({type(err).__name__}).") from None
+        ok = (ident == rule.get("id") and refs.dim() == 2 and refs.dtype == torch.float32
+              and feature_dim in (None, refs.shape[1]) and len(refs) >= checked["neighbours"]
+              and labels.shape == (len(refs),) and bool(torch.isfinite(refs).all())
+              and bool(((refs.norm(dim=1) - 1).abs() < 1e-3).all())
+              and bool(((labels >= 0) & (labels < num_classes)).all()))
+        if not ok:
+            raise BundleError("novelty.safetensors does not belong with novelty.json and this model.")
+    except BundleError as err:
+        return None, str(err)
+    return Novelty(checked, refs), None
 
 
 def build_transform(prep: dict):
@@ -228,13 +313,21 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     try:
-        model, labels, prep = load_bundle(Path(args.bundle), args.device)
+        model, labels, prep, weights = load_bundle(Path(args.bundle), args.device)
     except FileNotFoundError as err:
         print(f"Model files missing next to predict.py: {err.filename}", file=sys.stderr)
         return 2
     except BundleError as err:
         print(f"This model cannot be used: {err} Export it again from Transfer Lab.", file=sys.stderr)
         return 2
+    feature_dim = getattr(model.get_classifier(), "in_features", None)
+    novelty, why_not = load_novelty(Path(args.bundle), weights, len(labels), feature_dim)
+    del weights
+    if why_not:
+        print(f"{why_not} The answers come without \"none of these\" (null). Export the model again from "
+              "Transfer Lab to have it.", file=sys.stderr)
+    temperature = novelty.rule["temperature"] if novelty else 1.0
+    margin = novelty.rule["unsure_margin"] if novelty else 0.2
     transform = build_transform(prep)
     k = max(1, min(args.top_k, len(labels)))
     failed = 0
@@ -254,16 +347,22 @@ def main(argv: list[str] | None = None) -> int:
         if not images:
             continue
         with torch.inference_mode():
-            probs = torch.softmax(model(to_input(images, prep, transform, args.device)).float(), dim=1).cpu()
+            # the pooled features before the classifier, then the classifier: exactly model(x), plus the features
+            features = model.forward_head(model.forward_features(to_input(images, prep, transform, args.device)),
+                                          pre_logits=True)
+            logits = model.get_classifier()(features)
+            probs = torch.softmax(logits.float(), dim=1).cpu()
+            far = novelty.none_of_these(features).cpu().tolist() if novelty else [None] * len(images)
+            close = unsure(logits, temperature, margin).cpu().tolist()
         if not bool(torch.isfinite(probs).all()):
             print("The model gave no usable answer (not a number): model.safetensors is damaged. Export it again "
                   "from Transfer Lab.", file=sys.stderr)
             return 2
-        for path, row in zip(chunk, probs):
+        for path, row, none, hesitates in zip(chunk, probs, far, close):
             vals, idx = row.topk(k)
             top = [{"label": labels[i], "probability": float(v)} for v, i in zip(vals.tolist(), idx.tolist())]
             print(json.dumps({"image": str(path), "label": top[0]["label"], "probability": top[0]["probability"],
-                              "top": top}), flush=True)
+                              "top": top, "none_of_these": none, "unsure": bool(hesitates)}), flush=True)
     return 1 if failed else 0
 
 

@@ -45,6 +45,7 @@ PAGES = {
     "train": "pages/4_Train.py",
     "results": "pages/5_Results.py",
     "try": "pages/6_Try_and_export.py",
+    "lab": "pages/7_Lab.py",
 }
 
 STEPS = [
@@ -97,6 +98,7 @@ def app_frame(home):
         st.Page(PAGES["train"], title="Train", icon=":material/fitness_center:"),
         st.Page(PAGES["results"], title="Results", icon=":material/bar_chart:"),
         st.Page(PAGES["try"], title="Try & export", icon=":material/photo_camera:"),
+        st.Page(PAGES["lab"], title="Lab", icon=":material/science:"),
     ])
     session_token()  # before anything else: the address names this session's choices
     ui()  # load them once per session

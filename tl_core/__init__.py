@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover - names for type hints only
     from PIL import Image
 
     from tl_core.data.checks import CheckReport
+    from tl_core.lab import CreatedExperiment
     from tl_core.models.catalogue import ModelInfo
     from tl_core.projects import OpenedProject
     from tl_core.results.evaluate import EvalReport
@@ -50,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover - names for type hints only
     from tl_core.training.loop import FitResult
 
 __all__ = ["train", "estimate", "evaluate", "predict", "export", "check", "catalogue", "list_runs", "save_project",
-           "open_project", "RunConfig", "DataConfig",
+           "open_project", "create_experiment", "run_experiment", "list_experiments", "RunConfig", "DataConfig",
            "ModelConfig", "FreezeConfig", "TrainConfig", "TransferLabError", "ConfigError", "DataError",
            "ImageLoadError", "WeightsError", "RunError", "UploadError", "ExportError", "__version__"]
 
@@ -226,3 +227,40 @@ def open_project(path: str | Path, dest_dir: str | Path, *, progress=None) -> Op
     from tl_core.projects import open_project as _open_project
 
     return _open_project(path, dest_dir, progress=progress)
+
+
+def create_experiment(experiment: Any, experiments_dir: str | Path | None = None) -> CreatedExperiment:
+    """Check a Lab experiment (its settings, models and pictures) and create its folder under
+    ``experiments_dir`` (default ``$TL_EXPERIMENTS_DIR`` or ``./experiments``); ``.run()`` it next.
+    ``experiment`` is one of :mod:`tl_core.lab`'s four (``ScratchExperiment``, ``DataSizeExperiment``,
+    ``LayersExperiment``, ``ModelsExperiment``) or ``tl_core.lab.make_experiment(kind, data_dir, ...)``.
+    A bad setting or an unusable folder raises a plain :class:`TransferLabError` before any folder exists.
+    """
+    from tl_core.lab import create_experiment as _create
+
+    return _create(experiment, experiments_dir)
+
+
+def run_experiment(experiment: Any, experiments_dir: str | Path | None = None, *,
+                   stop_event: threading.Event | None = None, progress=None) -> dict:
+    """Run a Lab experiment to the end and return its results: plain data with ``experiment_dir``, the
+    numbers (``points`` for data-size, ``pretrained``/``scratch`` for scratch, ``results`` for layers and
+    models) and ``conclusion``, two or three sentences honest about uncertainty. Every run it makes is
+    an ordinary run folder inside the experiment folder. ``progress(p)`` hears a
+    :class:`tl_core.lab.runner.Progress` (fraction, time left, which run); setting ``stop_event`` stops
+    within one batch and keeps the finished runs. Failures after the folder exists do not raise: the
+    results say ``"status": "failed"`` with a plain message.
+
+    >>> from tl_core.lab import DataSizeExperiment                                    # doctest: +SKIP
+    >>> tl_core.run_experiment(DataSizeExperiment("photos/"))["conclusion"]           # doctest: +SKIP
+    'With 3 pictures per category the model got 70% of the 40 checking pictures right ...'
+    """
+    return create_experiment(experiment, experiments_dir).run(stop_event, progress)
+
+
+def list_experiments(experiments_dir: str | Path | None = None) -> list[dict]:
+    """Every Lab experiment folder under ``experiments_dir``, newest first, each as a plain dict (id,
+    path, kind, state, progress, conclusion); a folder's results are in its ``results.json``."""
+    from tl_core.lab import list_experiments as _list
+
+    return _list(experiments_dir)

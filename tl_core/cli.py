@@ -388,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir", default=None)
     r.set_defaults(func=_cmd_runs)
+    _add_lab_parser(sub)
     return p
 
 
@@ -429,6 +430,114 @@ def _os_error_words(err: OSError) -> str:
     if err.errno == errno.ENAMETOOLONG:
         return f"A path is too long for this computer{where}. Use a folder with a shorter path."
     return f"{err.strerror or err}{where}. Check the path and that you are allowed to use it."
+
+
+# -- lab ----------------------------------------------------------------------------------------
+
+def _add_lab_parser(sub) -> None:
+    """``tl lab scratch|data-size|layers|models DATA_DIR`` and ``tl lab list``."""
+    lab = sub.add_parser("lab", help="experiments that show what transfer learning does, on your pictures")
+    kinds = lab.add_subparsers(dest="experiment", required=True, metavar="{scratch,data-size,layers,models,list}")
+    helps = {"scratch": "the same training from ImageNet weights and from random weights",
+             "data-size": "accuracy against pictures per category (growing shares, several picks)",
+             "layers": "one run per freeze preset: accuracy, overfitting gap and time",
+             "models": "one run per model: accuracy, time and size"}
+    for kind, text in helps.items():
+        k = kinds.add_parser(kind, help=text)
+        k.add_argument("data_dir")
+        if kind != "models":
+            k.add_argument("--model", default=None, help="timm model name from the catalogue")
+        k.add_argument("--epochs", type=int, default=None, help="passes over the pictures, the same for every run")
+        k.add_argument("--seed", type=int, default=0)
+        k.add_argument("--weights", default="auto", help="auto | offline | PATH to a weights file")
+        k.add_argument("--image-size", type=int, default=None)
+        k.add_argument("--val-fraction", type=float, default=0.2)
+        k.add_argument("--experiments-dir", default=None,
+                       help="where experiment folders go (default: ./experiments or $TL_EXPERIMENTS_DIR)")
+        k.add_argument("--quiet", action="store_true", help="only the final lines")
+        k.set_defaults(func=_cmd_lab)
+    ds = kinds.choices["data-size"]
+    ds.add_argument("--fractions", default="0.1,0.25,0.5,1", help="shares of each category to train on")
+    ds.add_argument("--repeats", type=int, default=3, help="runs per share, each with its own pick")
+    ds.add_argument("--scratch", action="store_true", help="also one from-scratch run per share")
+    kinds.choices["layers"].add_argument("--presets", default="head,last:1,last:2,none",
+                                         help="freeze presets to compare: head | last:N | none")
+    kinds.choices["models"].add_argument("--models", default=None,
+                                         help="comma-separated catalogue names (default: the offline-ready ones)")
+    ls = kinds.add_parser("list", help="list the experiments on disk")
+    ls.add_argument("--experiments-dir", default=None)
+    ls.set_defaults(func=_cmd_lab_list)
+
+
+def _lab_experiment(args: argparse.Namespace):
+    from tl_core.lab import make_experiment
+
+    settings = {"seed": args.seed, "weights": args.weights, "image_size": args.image_size,
+                "val_fraction": args.val_fraction}
+    for key in ("model", "epochs"):
+        if getattr(args, key, None) is not None:
+            settings[key] = getattr(args, key)
+    if args.experiment == "data-size":
+        settings.update(fractions=args.fractions, repeats=args.repeats, with_scratch=args.scratch)
+    elif args.experiment == "layers":
+        settings["presets"] = args.presets
+    elif args.experiment == "models" and args.models:
+        settings["models"] = args.models
+    return make_experiment(args.experiment, args.data_dir, **settings)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from tl_core.lab.words import seconds_text
+
+    created = tl_core.create_experiment(_lab_experiment(args), args.experiments_dir)  # checked: nothing made before
+    _say(f"Experiment folder: {created.path}")
+    last = {"current": None, "tenth": -1}
+
+    def progress(p) -> None:
+        tenth = int(p.fraction * 10)
+        if args.quiet or (p.current == last["current"] and tenth <= last["tenth"]):
+            return
+        last["current"], last["tenth"] = p.current, tenth
+        left = f", about {seconds_text(p.eta_seconds)} left" if p.eta_seconds is not None else ""
+        _say(f"{p.fraction:4.0%}{left}  {p.current}")
+
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):  # first Ctrl-C stops cleanly and keeps the finished runs
+        _say("Stopping after this batch (press Ctrl-C again to abort)...")
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        results = created.run(stop, progress)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    if results["status"] == "failed":
+        print(f"Error: {results['message']}", file=sys.stderr)
+    else:
+        _say(results["message"])
+    _say(results.get("conclusion", ""))
+    for line in results.get("categories") or []:
+        _say(f"  {line['category']}: {line['sentence']}")
+    if results.get("scratch_conclusion"):
+        _say(results["scratch_conclusion"])
+    _print_json(results)
+    if results["status"] == "failed":
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if results["status"] == "stopped" and stop.is_set() else 0
+
+
+def _cmd_lab_list(args: argparse.Namespace) -> int:
+    rows = tl_core.list_experiments(args.experiments_dir)
+    for r in rows:
+        _say(f"{r['experiment_id']}  {r['state']:9s}  {r['kind']:9s}  {r.get('data_dir') or ''}")
+    _print_json({"experiments": rows})
+    return 0
 
 
 if __name__ == "__main__":

@@ -293,3 +293,155 @@ def compare_curves_figure(curves: dict[str, list[dict]]) -> go.Figure:
     fig.update_layout(**{**LAYOUT, "legend": dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0)},
                       height=420)
     return fig
+
+
+# -- the Lab ------------------------------------------------------------------------------------
+# Axis titles in plain words (issue 14); every point's hover says what the number means. With
+# ``presentation=True`` (a projector): bigger type, thicker lines, darker colours, a taller chart.
+
+LAB_ACCURACY = "correct on pictures it never saw"
+LAB_PRETRAINED = "#0b4f9c"      # dark blue: from ImageNet weights
+LAB_SCRATCH = "#c2410c"         # dark orange: from random weights
+LAB_TRAIN = "#6b7280"           # grey: on the pictures it learned from
+
+
+def _lab_layout(fig: go.Figure, presentation: bool, height: int = 380, title: str | None = None) -> go.Figure:
+    size = 20 if presentation else 13
+    fig.update_layout(**{**LAYOUT, "legend": dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0,
+                                                  font=dict(size=size))},
+                      height=560 if presentation else height, font=dict(size=size, color="#111111"),
+                      hoverlabel=dict(font_size=size), title=dict(text=title, x=0, font=dict(size=size + 2))
+                      if title else None)
+    if presentation:
+        fig.update_traces(selector=dict(type="scatter"), line=dict(width=4), marker=dict(size=12))
+        fig.update_xaxes(showgrid=True, gridcolor="#bbbbbb", linecolor="#111111", tickfont=dict(size=size))
+        fig.update_yaxes(showgrid=True, gridcolor="#bbbbbb", linecolor="#111111", tickfont=dict(size=size))
+    return fig
+
+
+def _ci(point: dict) -> tuple[float, float, float]:
+    """(accuracy, distance down to the range's low end, up to its high end) for error bars."""
+    acc = _num(point.get("accuracy")) or 0.0
+    ci = point.get("accuracy_ci") or [acc, acc]
+    return acc, max(0.0, acc - (_num(ci[0]) or acc)), max(0.0, (_num(ci[1]) or acc) - acc)
+
+
+def lab_scratch_figure(results: dict, presentation: bool = False) -> go.Figure:
+    """Pretrained and from scratch on the same axes: accuracy on the checking pictures against the
+    seconds it took, one point per pass. The pretrained curve is up and left: better, sooner."""
+    fig = go.Figure()
+    for key, name, color in (("pretrained", "From ImageNet weights", LAB_PRETRAINED),
+                             ("scratch", "From random weights", LAB_SCRATCH)):
+        arm = results.get(key) or {}
+        curve = [c for c in arm.get("curve") or [] if isinstance(c, dict)]
+        xs = [_num(c.get("elapsed_seconds")) for c in curve]
+        ys = [_num(c.get("val_accuracy")) for c in curve]
+        n = arm.get("val_pictures") or "the"
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="lines+markers", name=name, line=dict(color=color, width=3),
+            customdata=[c.get("epoch") for c in curve],
+            hovertemplate=(f"<b>{name}</b><br>after pass %{{customdata}}, %{{x:.0f}} s in: right on %{{y:.0%}} of the "
+                           f"{n} pictures kept aside to check it<extra></extra>")))
+    fig.update_xaxes(title_text="seconds of training (reading the pictures included)", rangemode="tozero")
+    fig.update_yaxes(title_text=LAB_ACCURACY, tickformat=".0%", range=[0, 1.02])
+    return _lab_layout(fig, presentation)
+
+
+def lab_data_size_figure(results: dict, presentation: bool = False) -> go.Figure:
+    """Accuracy against pictures per category: the mean of the repeats with its 95% range, each repeat
+    as a faint dot, and the from-scratch curve when there is one."""
+    fig = go.Figure()
+    series = (("points", "From ImageNet weights", LAB_PRETRAINED), ("scratch_points", "From random weights",
+                                                                     LAB_SCRATCH))
+    for key, name, color in series:
+        pts = [p for p in results.get(key) or [] if isinstance(p, dict)]
+        if not pts:
+            continue
+        xs = [_num(p.get("pictures_per_category")) for p in pts]
+        accs, lows, highs = zip(*(_ci(p) for p in pts))
+        n = pts[0].get("val_pictures") or "the"
+        fig.add_trace(go.Scatter(
+            x=xs, y=list(accs), mode="lines+markers", name=name, line=dict(color=color, width=3),
+            error_y=dict(type="data", symmetric=False, array=list(highs), arrayminus=list(lows), color=color,
+                         thickness=1.5, width=6),
+            customdata=[[f"{p.get('fraction', 0):.0%}", len(p.get("repeats") or []),
+                         f"{(p.get('accuracy_ci') or [0, 0])[0]:.0%}-{(p.get('accuracy_ci') or [0, 0])[1]:.0%}"]
+                        for p in pts],
+            hovertemplate=(f"<b>{name}</b><br>%{{x:g}} pictures per category (%{{customdata[0]}} of them)<br>"
+                           f"right on %{{y:.0%}} of the {n} pictures kept aside (mean of %{{customdata[1]}} "
+                           "runs)<br>95% range %{customdata[2]}: the true accuracy is probably in there<extra></extra>")))
+        if key == "points":
+            rx, ry = [], []
+            for p, x in zip(pts, xs):
+                for rep in p.get("repeats") or []:
+                    if _num(rep.get("accuracy")) is not None:
+                        rx.append(x)
+                        ry.append(_num(rep.get("accuracy")))
+            if len(ry) > len(pts):
+                fig.add_trace(go.Scatter(
+                    x=rx, y=ry, mode="markers", name="Each run (its own pick of pictures)",
+                    marker=dict(color=color, opacity=0.35, size=8),
+                    hovertemplate="one run: %{x:g} pictures per category, right on %{y:.0%}<extra></extra>"))
+    fig.update_xaxes(title_text="pictures per category", rangemode="tozero")
+    fig.update_yaxes(title_text=LAB_ACCURACY, tickformat=".0%", range=[0, 1.05])
+    return _lab_layout(fig, presentation)
+
+
+def lab_layers_figure(results: dict, presentation: bool = False) -> go.Figure:
+    """For each setting, accuracy on the pictures it learned from next to accuracy on the checking
+    pictures: the gap between the two bars is overfitting."""
+    rows = [r for r in results.get("results") or [] if isinstance(r, dict)]
+    names = [f"{r.get('preset')}: {r.get('learns', '')}" for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(
+        x=names, y=[_num(r.get("train_accuracy")) for r in rows], name="On the pictures it learned from",
+        marker_color=LAB_TRAIN,
+        hovertemplate="%{x}<br>right on %{y:.0%} of the pictures it learned from (while learning)<extra></extra>"))
+    accs, lows, highs = zip(*(_ci(r) for r in rows)) if rows else ((), (), ())
+    fig.add_trace(go.Bar(
+        x=names, y=list(accs), name="On pictures it never saw", marker_color=LAB_PRETRAINED,
+        error_y=dict(type="data", symmetric=False, array=list(highs), arrayminus=list(lows), color="#111111"),
+        customdata=[[r.get("val_pictures"), _num(r.get("gap"))] for r in rows],
+        hovertemplate=("%{x}<br>right on %{y:.0%} of the %{customdata[0]} pictures kept aside to check it<br>"
+                       "gap to the pictures it learned from: %{customdata[1]:.0%} (a large gap is overfitting)"
+                       "<extra></extra>")))
+    fig.update_xaxes(title_text="which layers learn", type="category")
+    fig.update_yaxes(title_text="correct", tickformat=".0%", range=[0, 1.08])
+    fig.update_layout(barmode="group")
+    return _lab_layout(fig, presentation)
+
+
+def lab_seconds_figure(results: dict, label_key: str, presentation: bool = False) -> go.Figure:
+    """How long each run of a layers or models experiment took, as bars."""
+    rows = [r for r in results.get("results") or [] if isinstance(r, dict)]
+    names = [str(r.get(label_key)) for r in rows]
+    fig = go.Figure(go.Bar(
+        x=names, y=[_num(r.get("seconds")) for r in rows], marker_color=LAB_TRAIN,
+        text=[f"{(_num(r.get('seconds')) or 0):.0f} s" for r in rows], textposition="outside",
+        hovertemplate="%{x}<br>%{y:.0f} seconds, reading the pictures included<extra></extra>"))
+    fig.update_xaxes(title_text="run", type="category")
+    fig.update_yaxes(title_text="seconds it took", rangemode="tozero")
+    fig.update_layout(showlegend=False)
+    return _lab_layout(fig, presentation, height=300)
+
+
+def lab_models_figure(results: dict, presentation: bool = False) -> go.Figure:
+    """Each model as a point: accuracy on the checking pictures against the seconds it took (bigger
+    marker: more weights). Up and left is better."""
+    rows = [r for r in results.get("results") or [] if isinstance(r, dict)]
+    fig = go.Figure()
+    for i, r in enumerate(rows):
+        acc, low, high = _ci(r)
+        params = _num(r.get("params_m")) or 1.0
+        fig.add_trace(go.Scatter(
+            x=[_num(r.get("seconds"))], y=[acc], mode="markers+text", name=str(r.get("title")),
+            text=[str(r.get("title"))], textposition="top center",
+            marker=dict(size=10 + 4 * math.sqrt(params), color=RUN_COLORS[i % len(RUN_COLORS)]),
+            error_y=dict(type="data", symmetric=False, array=[high], arrayminus=[low]),
+            customdata=[[r.get("val_pictures"), params, r.get("size_mb")]],
+            hovertemplate=(f"<b>{r.get('title')}</b><br>right on %{{y:.0%}} of the %{{customdata[0]}} pictures kept "
+                           "aside<br>took %{x:.0f} s; %{customdata[1]:.1f} million weights (%{customdata[2]} MB saved)"
+                           "<extra></extra>")))
+    fig.update_xaxes(title_text="seconds it took (reading the pictures included)", rangemode="tozero")
+    fig.update_yaxes(title_text=LAB_ACCURACY, tickformat=".0%", range=[0, 1.08])
+    return _lab_layout(fig, presentation)

@@ -14,6 +14,7 @@ from tl_core.app.workspace import folder_access, new_upload_dir, upload_limit_mb
 require_app(__file__)
 
 THUMBS_PER_CLASS = 6
+ODD_SHOWN = 8   # odd pictures shown at once; the rest behind "more"
 SEVERITY_ICON = {"error": ":material/block:", "warning": ":material/warning:", "info": ":material/info:"}
 
 header("Data", "Give the model examples to learn from: **one folder per category**, named after the "
@@ -131,8 +132,8 @@ report = None
 with guard():
     bar = st.progress(0.0, text="Opening every picture to check it…")
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total if total else 1.0, text=f"Checking pictures: {done} of {total}")
+    def progress(done: int, total: int) -> None:  # opening every picture, then the network looks at each once
+        bar.progress(done / total if total else 1.0, text=f"Checking every picture… {done / total if total else 1:.0%}")
 
     report = checked_dataset(root, progress=progress)
     bar.empty()
@@ -186,18 +187,51 @@ with guard():
             except Exception as err:  # an example that fails to load must not hide the others
                 col.caption(markdown_safe(f"(cannot show {Path(rec.path).name}: {err})"))
 
+def problem_box(p) -> None:
+    text = f"**{markdown_safe(p.message)}**"  # messages name categories and files: shown as typed
+    if p.fix:
+        text += f"  \n*What to do:* {markdown_safe(p.fix)}"
+    if p.path:
+        text += f"  \n`{p.path}`"
+    {"error": st.error, "warning": st.warning}.get(p.severity, st.info)(text, icon=SEVERITY_ICON.get(p.severity))
+
+
+def odd_picture_row(p) -> None:
+    """An odd picture: seen at a glance (a placeholder or a screenshot is obvious), with its message."""
+    pic, words = st.columns([1, 4], vertical_alignment="center")
+    try:
+        from tl_core.data.images import load_image
+
+        pic.image(display_picture(load_image(p.path), 160), caption=markdown_safe(Path(p.path).name))
+    except Exception as err:  # the picture went away since the check: the words still say which
+        pic.caption(markdown_safe(f"(cannot show {Path(p.path).name}: {err})"))
+    with words:
+        problem_box(p)
+
+
 st.subheader("Problems found")
+odd_pictures = [p for p in report.problems if p.kind == "outlier"]
+others = [p for p in report.problems if p.kind != "outlier"]
 if not report.problems:
-    st.success("No problems found: every picture opened, no copies, the categories are balanced.", icon=":material/check_circle:")
-else:
-    order = {"error": 0, "warning": 1, "info": 2}
-    for p in sorted(report.problems, key=lambda p: order.get(p.severity, 3)):
-        text = f"**{markdown_safe(p.message)}**"  # messages name categories and files: shown as typed
-        if p.fix:
-            text += f"  \n*What to do:* {markdown_safe(p.fix)}"
-        if p.path:
-            text += f"  \n`{p.path}`"
-        {"error": st.error, "warning": st.warning}.get(p.severity, st.info)(text, icon=SEVERITY_ICON.get(p.severity))
+    looked = " no picture looks out of place," if report.odd is not None and report.odd.categories else ""
+    st.success(f"No problems found: every picture opened, no copies,{looked} the categories are balanced.",
+               icon=":material/check_circle:")
+order = {"error": 0, "warning": 1, "info": 2}
+for p in sorted(others, key=lambda p: order.get(p.severity, 3)):
+    problem_box(p)
+if odd_pictures:
+    n_odd = len(odd_pictures)
+    st.markdown((f"**{n_odd} picture looks unlike the rest of its category**" if n_odd == 1 else
+                 f"**{n_odd} pictures look unlike the rest of their category**, most unusual first")
+                + " (as the pretrained network sees them; an unusual but right picture can stay).")
+    for p in odd_pictures[:ODD_SHOWN]:
+        odd_picture_row(p)
+    if len(odd_pictures) > ODD_SHOWN:
+        with st.expander(f"{len(odd_pictures) - ODD_SHOWN} more"):
+            for p in odd_pictures[ODD_SHOWN:]:
+                odd_picture_row(p)
+if report.odd is not None and report.odd.note:
+    st.caption(markdown_safe(report.odd.note))
 
 st.subheader("Keep some aside to check the model")
 st.caption("The model never trains on these pictures; they show how well it does on pictures it has not seen.")

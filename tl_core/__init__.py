@@ -162,19 +162,28 @@ def export(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     return export_run(run_dir, fmt, out)
 
 
-def check(data_dir: str | Path, *, progress=None) -> CheckReport:
+def check(data_dir: str | Path, *, progress=None, outliers: bool = True) -> CheckReport:
     """Open every picture under ``data_dir`` (one sub-folder per category) and report what would
     hurt training: unreadable files, copies (also across categories and across train/val), too
-    few pictures, imbalance; each problem with its path, a plain message and the fix. Raises
-    :class:`DataError` only when the folder cannot be used at all.
+    few pictures, imbalance, and pictures that look unlike the rest of their category (kind
+    ``"outlier"``: a placeholder, a screenshot, the wrong thing; categories of 8 or more pictures);
+    each problem with its path, a plain message and the fix. Raises :class:`DataError` only when
+    the folder cannot be used at all.
+
+    Finding odd pictures runs the bundled pretrained network over every picture once (its
+    features are remembered per picture, so a second check, or a "classifier only" retrain after
+    fixing pictures, does not repeat it); ``outliers=False`` skips it. ``progress(done, total)`` is
+    called as it goes (a step per picture opened, and one per picture the network looks at).
 
     >>> report = tl_core.check("photos/")               # doctest: +SKIP
     >>> report.counts                                   # doctest: +SKIP
     {'cats': 40, 'dogs': 38}
+    >>> [p.path for p in report.problems if p.kind == "outlier"]   # doctest: +SKIP
+    ['photos/cats/image-not-found.png']
     """
     from tl_core.data.checks import check_dataset
 
-    return check_dataset(data_dir, progress=progress)
+    return check_dataset(data_dir, progress=progress, outliers=outliers)
 
 
 def catalogue() -> list[ModelInfo]:

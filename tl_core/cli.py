@@ -173,7 +173,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    out = tl_core.check(args.data_dir).to_dict()
+    out = tl_core.check(args.data_dir, outliers=not args.no_outliers).to_dict()
     _say(f"{out['images']} readable images in {len(out['classes'])} classes: "
          + ", ".join(f"{c} ({n})" for c, n in out.get("counts", {}).items()))
     for p in out["problems"]:
@@ -354,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="report every problem in a data folder")
     c.add_argument("data_dir")
+    c.add_argument("--no-outliers", action="store_true",
+                   help="skip looking for pictures unlike the rest of their category (no pass of the network)")
     c.set_defaults(func=_cmd_check)
 
     pr = sub.add_parser("predict", help="classify images with a trained run or exported bundle")

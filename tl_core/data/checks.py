@@ -1,11 +1,13 @@
 """Check a data folder before training: can every picture be opened, are there copies, is
-one category much bigger than the others?
+one category much bigger than the others, does a picture look unlike the rest of its category?
 
 These are the mistakes that silently ruin a beginner's first model: a picture filed under
 two categories teaches the model two answers; a copy of a training picture in the
 validation set makes the score look better than it is; a 20-to-1 imbalance gives a model
-that always says the big category. Each becomes a :class:`~tl_core.data.scan.Problem`
-with a concrete fix, so the app can show them before any time is spent training.
+that always says the big category; a broken download's placeholder filed as a cat teaches it a
+wrong cat (odd pictures: :mod:`tl_core.data.outliers`, asked for with ``outliers=True``). Each
+becomes a :class:`~tl_core.data.scan.Problem` with a concrete fix, so the app can show them before
+any time is spent training.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from PIL import Image
 
 from tl_core.errors import ImageLoadError
 from tl_core.data.images import fix_for_reason, load_image
+from tl_core.data.outliers import MIN_PICTURES, OddPictures, find_odd_pictures, odd_problems
 from tl_core.data.scan import DatasetScan, ImageRecord, Problem, scan_folder
 
 __all__ = [
@@ -85,6 +88,8 @@ class CheckReport:
     imbalance_ratio: float
     # Per readable image, for comparing against another folder (a separate test set).
     fingerprints: list[_Fingerprint] = field(default_factory=list, repr=False, compare=False)
+    # Odd pictures (also among ``problems``, kind "outlier"); None when they were not looked for.
+    odd: OddPictures | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary for the app and the CLI."""
@@ -95,7 +100,16 @@ class CheckReport:
             "problems": [p.to_dict() for p in self.problems],
             "imbalance_ratio": float(self.imbalance_ratio),
             "duplicate_groups": len(self.duplicate_groups),
+            "odd_pictures": _odd_summary(self.odd),
         }
+
+
+def _odd_summary(odd: OddPictures | None) -> dict[str, Any]:
+    """Whether odd pictures were looked for, in which categories, and why not elsewhere."""
+    if odd is None:
+        return {"looked_for": False, "categories": [], "found": 0, "note": "Not asked for."}
+    return {"looked_for": bool(odd.categories), "categories": list(odd.categories), "found": len(odd.odd),
+            "note": odd.note}
 
 
 def check_dataset(
@@ -103,13 +117,17 @@ def check_dataset(
     *,
     progress: Callable[[int, int], None] | None = None,
     near_duplicates: bool = True,
+    outliers: bool = False,
 ) -> CheckReport:
-    """Scan ``root``, open every picture and report unreadable files, copies and imbalance.
+    """Scan ``root``, open every picture and report unreadable files, copies and imbalance; with
+    ``outliers``, also pictures that look unlike the rest of their category (which runs the
+    pretrained network over the pictures once: see :mod:`tl_core.data.outliers`).
 
-    ``progress(done, total)`` is called from the calling thread as pictures are checked.
+    ``progress(done, total)`` is called from the calling thread as pictures are checked: one step
+    per picture opened, and with ``outliers`` one more per picture looked at by the network.
     Raises :class:`~tl_core.errors.DataError` only for what :func:`scan_folder` refuses.
     """
-    return check_scan(scan_folder(root), progress=progress, near_duplicates=near_duplicates)
+    return check_scan(scan_folder(root), progress=progress, near_duplicates=near_duplicates, outliers=outliers)
 
 
 def check_scan(
@@ -117,12 +135,16 @@ def check_scan(
     *,
     progress: Callable[[int, int], None] | None = None,
     near_duplicates: bool = True,
+    outliers: bool = False,
 ) -> CheckReport:
     """:func:`check_dataset` for a scan already made (e.g. of a separate test folder)."""
     records = scan.records
     total = len(records)
+    # One bar for both passes: the network's pass only when some category is big enough to judge.
+    look = outliers and any(n >= MIN_PICTURES for n in scan.counts().values())
+    steps = 2 * total if look else total
     if progress is not None:
-        progress(0, total)
+        progress(0, steps)
     results: list[_Fingerprint | ImageLoadError] = []
     workers = max(1, min(4, os.cpu_count() or 1))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tl-check")
@@ -131,7 +153,7 @@ def check_scan(
         for done, result in enumerate(pool.map(_fingerprint, records), start=1):
             results.append(result)
             if progress is not None:
-                progress(done, total)
+                progress(done, steps)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -164,8 +186,27 @@ def check_scan(
                 "error"))
     ratio, imbalance = _imbalance(counts, scan.root)
     problems.extend(imbalance)
+    odd = None
+    if outliers:
+        odd = find_odd_pictures(readable, progress=_second_half(progress, total, steps) if look else None)
+        problems.extend(odd_problems(odd))
+        if progress is not None and look:
+            progress(steps, steps)
     return CheckReport(scan=scan, readable=readable, problems=problems, duplicate_groups=groups,
-                       counts=counts, imbalance_ratio=ratio, fingerprints=prints)
+                       counts=counts, imbalance_ratio=ratio, fingerprints=prints, odd=odd)
+
+
+def _second_half(progress: Callable[[int, int], None] | None, offset: int,
+                 steps: int) -> Callable[[int, int], None] | None:
+    """The network's pass on the check's one bar: its pictures fill the steps after the opening."""
+    if progress is None:
+        return None
+    room = steps - offset
+
+    def report(done: int, total: int) -> None:
+        progress(offset + (room * done // total if total else room), steps)
+
+    return report
 
 
 def _first_folder(scan: DatasetScan, label: str) -> str:

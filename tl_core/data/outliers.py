@@ -29,7 +29,7 @@ docstring): on clean pet photos about one flag per thousand pictures, most of th
 of the set (logos, flyers, drawings). Injected placeholders and screenshots are found in nearly
 every category of 20 or more pictures, 28-pixel clothes among pets in most categories of 40 and all
 of 200, a picture of the other category about half the time; in categories of 8-12 pictures what is
-typical is too uncertain, so few flags are raised there at all.
+typical is uncertain, so only the grossest odd pictures stand out there.
 """
 from __future__ import annotations
 

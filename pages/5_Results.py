@@ -124,7 +124,11 @@ def _fixable_picture(it: dict, caption, area: str, ctx: dict) -> None:
     done = ctx["fixed"].get(str(Path(path).resolve()))
     if done is not None and not Path(path).exists():   # (moved back by a later fix: it is here again)
         what = f"moved to {done.to_category}" if done.to_category else "set aside"
-        st.caption(markdown_safe(f"{Path(path).name}: {what}"))
+        try:
+            st.image(display_picture(load_image(done.target_path(ctx["root"])), 200),
+                     caption=markdown_safe(f"{Path(path).name}: {what}"), width="stretch")
+        except Exception:  # noqa: BLE001 - moved on by hand since: the words are enough
+            st.caption(markdown_safe(f"{Path(path).name}: {what}"))
         st.button("Undo", key=f"undo_{area}_{k}", icon=":material/undo:", on_click=_apply,
                   args=("undo", ctx["root"], path, done.id), width="stretch")
         return
@@ -354,7 +358,7 @@ with guard():
                 f"*{markdown_safe(pred_label)}* ({verdict})")
     ctx = fix_context(run_dir, classes)
     fixable_grid([{**it, "label": it["true"], "suggested": it["pred"]} for it in cell_items],
-                 lambda it: f"{it['confidence']:.0%} sure", "cell", ctx, columns=6, limit=12)
+                 lambda it: f"{it['confidence']:.0%} sure", "cell", ctx, columns=4, limit=12)
 
     st.subheader("The mistakes it was surest about")
     st.caption("Look here first: these are often mislabelled pictures, or pictures where the model learned a "
@@ -365,7 +369,7 @@ with guard():
     else:
         fixable_grid([{**it, "label": it["true"], "suggested": it["pred"]} for it in wrong],
                      lambda it: markdown_safe(f"is {it['true']}, said {it['pred']} ({it['confidence']:.0%})"),
-                     "wrong", ctx, columns=6, limit=12)
+                     "wrong", ctx, columns=4, limit=12)
 
     likely_mistakes(run_dir, run, ctx)
     fix_and_retrain(run_dir, ctx)

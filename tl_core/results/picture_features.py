@@ -8,10 +8,11 @@ Here the same features are kept per picture, keyed by the file's bytes (a moved 
 bytes, so it keeps its features), in one bank per model, weights and preprocessing:
 ``<cache>/picture-features/<bank>.safetensors``.
 
-Two users: :mod:`tl_core.results.mistakes` (the features it cross-validates on) and
-:func:`warm_training_cache`, which, before a retrain, assembles the training cache's set files
-for the new lists from the bank, so the retrain after a fix reads no picture through the network
-again (only pictures never seen before are computed).
+Users: :mod:`tl_core.results.mistakes` (the features it cross-validates on), the data check's odd
+pictures and the Lab (they share the bank), and :func:`warm_training_cache`, which, before a
+retrain, assembles the training cache's set files for the new lists from the bank, so the retrain
+after a fix reads no picture through the network again (only pictures never seen before are
+computed).
 """
 from __future__ import annotations
 

@@ -129,8 +129,13 @@ def metric_row(results: dict) -> None:
 
 def table(rows: list[dict], columns: dict[str, str], key: str) -> None:
     """A table whose every column explains itself on hover."""
-    st.dataframe(rows, hide_index=True, key=key,
-                 column_config={name: st.column_config.Column(name, help=words) for name, words in columns.items()})
+    names = list(rows[0]) if rows else list(columns)
+    # narrow columns whose words wrap (rows taller than 4rem wrap): the table fits a 1024-pixel projector
+    # beside the sidebar instead of scrolling sideways
+    width = max(60, 600 // max(len(names), 1))
+    st.dataframe(rows, hide_index=True, key=key, row_height=68,
+                 column_config={name: st.column_config.Column(name, help=columns.get(name), width=width)
+                                for name in names})
 
 
 def pct(x) -> str:

@@ -65,6 +65,13 @@ def settings(kind: str, root: str):
                                           help="The same for every run, so the comparison is fair."))
     values["seed"] = int(c.number_input("Random seed", 0, 2**31 - 1, value=0, key=f"lab_seed_{kind}",
                                         help="The same seed gives the same picks and the same results."))
+    sizes = [None, 224, 160, 128, 96, 64]
+    small = state.data_source == "sample"   # 28-pixel pictures: a bigger size adds only time
+    values["image_size"] = (a if kind == "models" else st.columns(3)[0]).selectbox(
+        "Picture size the model sees", sizes, index=sizes.index(64) if small else 0, key=f"lab_size_{kind}",
+        format_func=lambda s: "the model's own" if s is None else f"{s} pixels",
+        help="Smaller pictures train several times faster. The sample's pictures are only 28 pixels wide, so 64 "
+             "loses nothing there; for photos, the model's own size is the most accurate.")
     if kind == "data-size":
         d, e = st.columns([2, 1])
         fractions = d.multiselect("Shares of each category to train on", FRACTION_CHOICES,
@@ -155,8 +162,9 @@ def draw(results: dict, key: str = "view") -> None:
     if conclusion:
         (st.success if results.get("status") == "finished" else st.info)(markdown_safe(conclusion),
                                                                           icon=":material/lightbulb:")
+    # presenting: the figures' own high-contrast colours and big type, not Streamlit's theme
     chart = lambda name, *args: st.plotly_chart(figure(name, *args, presentation=presenting),  # noqa: E731
-                                                key=f"lab_{key}_{name}")
+                                                key=f"lab_{key}_{name}", theme=None if presenting else "streamlit")
     if kind == "scratch":
         metric_row(results)
         chart("lab_scratch_figure", results)
@@ -165,46 +173,45 @@ def draw(results: dict, key: str = "view") -> None:
         if results.get("scratch_conclusion"):
             st.info(markdown_safe(results["scratch_conclusion"]), icon=":material/science:")
         cats = results.get("categories") or []
-        if cats:
-            st.markdown("**Would more pictures help? Category by category**")
-            table([{"Category": c["category"], "Right now": pct(c.get("accuracy")), "Checked on": c.get("checked_on"),
-                    "More pictures": c["verdict"], "Why": c["sentence"]} for c in cats],
-                  {"Right now": "Right on this share of its checking pictures, with all the pictures you gave.",
-                   "Checked on": "How many pictures of this category were kept aside to check the model.",
-                   "More pictures": "Whether its curve was still rising over the last step.",
-                   "Why": "The numbers behind the verdict."}, f"lab_{key}_cats")
+        if cats:   # sentences, not a table: they must be read whole, also on a projector
+            st.markdown("**Would more pictures help? Category by category**",
+                        help="From each category's accuracy at the last two amounts of pictures.")
+            st.markdown("\n".join(
+                f"- **{markdown_safe(c['category'])}**: {c['verdict']} (right on {pct(c.get('accuracy'))} of its "
+                f"{c.get('checked_on') or '?'} checking pictures). {markdown_safe(c['sentence'])}" for c in cats))
         points = results.get("points") or []
         if points:
-            table([{"Pictures per category": p["pictures_per_category"], "Share": f"{p['fraction']:.0%}",
-                    "Correct on new pictures": pct(p["accuracy"]), "95% range": ci(p),
+            table([{"Per category": p["pictures_per_category"], "Share": f"{p['fraction']:.0%}",
+                    "Right": pct(p["accuracy"]), "95% range": ci(p),
                     "Runs": len(p.get("repeats") or [])} for p in points],
-                  {"Pictures per category": "Training pictures of each category in these runs (on average).",
-                   "Correct on new pictures": "The mean over the runs, on the pictures kept aside.",
+                  {"Per category": "Training pictures of each category in these runs (on average).",
+                   "Share": "The share of each category's pictures these runs learned from.",
+                   "Right": "Correct on the pictures kept aside (never learned from): the mean over the runs.",
                    "95% range": "Where the true accuracy probably lies: it covers every run and the luck of which "
                                 "pictures were checked.",
                    "Runs": "Runs with different picks of pictures."}, f"lab_{key}_points")
     elif kind == "layers":
         chart("lab_layers_figure", results)
         chart("lab_seconds_figure", results, "preset")
-        table([{"Setting": r["preset"], "Learns": r["learns"], "Correct on new pictures": pct(r["accuracy"]),
-                "95% range": ci(r), "On its own pictures": pct(r.get("train_accuracy")),
+        table([{"Setting": r["preset"], "Learns": r["learns"], "Right": pct(r["accuracy"]),
+                "95% range": ci(r), "Own pictures": pct(r.get("train_accuracy")),
                 "Gap": pct(r.get("gap")), "Took": format_seconds(r.get("seconds"))} for r in results.get("results") or []],
-              {"Correct on new pictures": "Right on the pictures kept aside to check it.",
+              {"Right": "Correct on the pictures kept aside to check it (never learned from).",
                "95% range": "Where the true accuracy probably lies, given how few pictures checked it.",
-               "On its own pictures": "Right on the pictures it learned from, while learning.",
+               "Own pictures": "Correct on the pictures it learned from, while learning.",
                "Gap": "Own pictures minus new pictures: a large gap means it memorised (overfitting).",
                "Took": "Seconds for the whole run, reading the pictures included."}, f"lab_{key}_layers")
     elif kind == "models":
         chart("lab_models_figure", results)
         chart("lab_seconds_figure", results, "title")
-        table([{"Model": r["title"], "Correct on new pictures": pct(r["accuracy"]), "95% range": ci(r),
-                "Took": format_seconds(r.get("seconds")), "Million weights": r.get("params_m"),
-                "Saved size (MB)": r.get("size_mb")} for r in results.get("results") or []],
-              {"Correct on new pictures": "Right on the pictures kept aside to check it.",
+        table([{"Model": r["title"], "Right": pct(r["accuracy"]), "95% range": ci(r),
+                "Took": format_seconds(r.get("seconds")), "Weights (M)": r.get("params_m"),
+                "File (MB)": r.get("size_mb")} for r in results.get("results") or []],
+              {"Right": "Correct on the pictures kept aside to check it (never learned from).",
                "95% range": "Where the true accuracy probably lies, given how few pictures checked it.",
                "Took": "Seconds for the whole run, reading the pictures included.",
-               "Million weights": "How big the model is (its parameters).",
-               "Saved size (MB)": "The size of the trained model file."}, f"lab_{key}_models")
+               "Weights (M)": "How big the model is: millions of numbers (parameters).",
+               "File (MB)": "The size of the trained model file."}, f"lab_{key}_models")
     runs = results.get("runs") or []
     if runs:
         with st.expander(f"The {len(runs)} runs it made"):
@@ -274,5 +281,7 @@ with guard():
             status = ExperimentFolder(Path(picked)).status()
             st.info(markdown_safe(status.get("message") or "No results yet."), icon=":material/hourglass_empty:")
     elif job is None and root is not None:
-        st.caption("No experiment yet: pick one above and press **Start the experiment**. On the sample pictures each "
-                   "takes about a minute on a laptop.")
+        st.caption("No experiment yet: pick one above and press **Start the experiment**. On the sample pictures (at "
+                   "64 pixels) the four together take well under a minute on a quiet 2-core laptop; training every "
+                   "layer (from scratch, or 'every layer' in the layers experiment) is what takes the time.")
+

@@ -7,9 +7,7 @@ seeds) and run in-process through `tl_core.cli.main`, so the numbers checked are
 from __future__ import annotations
 
 import json
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -196,6 +194,35 @@ def test_scratch_contract(fmnist_small, exp_dir, capsys):
     assert printed_lines[-2] == out["conclusion"]       # said in words just before the JSON
 
 
+def test_the_best_weights_copy_only_what_training_changes():
+    """Twelve classifier-only runs must not copy 3.4 M frozen numbers at every improved epoch: only
+    the trainable parameters and the statistics of modules in train mode are copied; the kept state is
+    still complete and right (training.callbacks.BestEpoch)."""
+    import torch
+    from torch import nn
+
+    from tl_core.models.freezing import set_train_mode
+    from tl_core.training.callbacks import BestEpoch, changing_state_names
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3), nn.BatchNorm1d(3, affine=False))
+    for p in list(model[0].parameters()) + list(model[1].parameters()):
+        p.requires_grad_(False)
+    set_train_mode(model)
+    assert changing_state_names(model) == {"2.weight", "2.bias", "3.running_mean", "3.running_var",
+                                           "3.num_batches_tracked"}
+    best = BestEpoch()
+    assert best.update(1, 1.0, 0.5, model)
+    kept = {k: v.clone() for k, v in best.state.items()}
+    with torch.no_grad():
+        model[2].weight.add_(1.0)
+        model(torch.randn(5, 4))   # BatchNorm statistics of the module in train mode move
+    assert torch.equal(best.state["2.weight"], kept["2.weight"])           # a copy: the change is not in it
+    assert torch.equal(best.state["3.running_mean"], kept["3.running_mean"])
+    assert set(best.state) == set(model.state_dict())
+    model.load_state_dict(best.state)
+    assert all(torch.equal(v, kept[k]) for k, v in model.state_dict().items())
+
+
 # -- Stop keeps the finished runs; a restart redraws from the folder -----------------------------------
 
 def test_progress_moves_forward_and_stop_keeps_finished_runs(fmnist_small, exp_dir):
@@ -320,12 +347,12 @@ def test_layers_and_models_conclusions_follow_the_numbers():
 
 # -- real photos: a pretrained start beats random weights ------------------------------------------------
 
-@pytest.mark.slow
 @pytest.mark.skipif(not PETS.is_dir(), reason="the shared pets photos are not on this machine")
 def test_pretrained_beats_scratch_on_real_photos(exp_dir, capsys):
-    t0 = time.perf_counter()
-    code, out, printed = lab(capsys, "scratch", PETS, "--weights", "offline", "--epochs", "3", "--seed", "0",
-                             "--image-size", "96", "--val-fraction", "0.5", "--experiments-dir", exp_dir)
+    """80 cat and dog photos (half kept aside to check with), 128 px, 10 passes: 12 s on a quiet 2-core
+    machine, so it is in the fast tier. Measured: 92% against 50% (seed 0), 95% against 52% (seed 1)."""
+    code, out, printed = lab(capsys, "scratch", PETS, "--weights", "offline", "--epochs", "10", "--seed", "0",
+                             "--image-size", "128", "--val-fraction", "0.5", "--experiments-dir", exp_dir)
     assert code == 0, printed
     pre, scratch = out["pretrained"], out["scratch"]
     assert out["val_pictures"] == 40
@@ -333,4 +360,4 @@ def test_pretrained_beats_scratch_on_real_photos(exp_dir, capsys):
                                                                                      scratch["accuracy"])
     clear = pre["accuracy_ci"][0] > scratch["accuracy_ci"][1]
     assert ("clearly better" in out["conclusion"]) == clear and ("cannot tell apart" in out["conclusion"]) != clear
-    print(f"pets scratch experiment: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    assert scratch["trainable_params"] > 1000 * pre["trainable_params"]

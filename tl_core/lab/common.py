@@ -130,7 +130,7 @@ def run_words(preset: str) -> str:
     if kind == "head":
         return "only the new classifier"
     if kind == "last":
-        return f"the last {n} layer group{'s' if n > 1 else ''} and the classifier"
+        return "the last layer group and the classifier" if n == 1 else f"the last {n} layer groups and the classifier"
     if kind == "none":
         return "every layer"
     return "every layer, from random weights"

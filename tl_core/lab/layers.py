@@ -16,7 +16,7 @@ from typing import ClassVar
 from tl_core.config import FreezeConfig
 from tl_core.lab.common import ExperimentBase, check_preset, parse_list, run_words
 from tl_core.lab.runner import Part, expected_work, model_factor
-from tl_core.lab.words import pct, seconds_text, tell_apart, times, wilson
+from tl_core.lab.words import next_best, pct, seconds_text, times, wilson
 
 DEFAULT_PRESETS = ("head", "last:1", "last:2", "none")
 OVERFIT_GAP = 0.10    # train accuracy this far above the checking accuracy is called overfitting
@@ -83,8 +83,8 @@ def conclusion(results: list[dict]) -> str:
     if len(ranked) == 1:
         return first + " Only one setting finished, so there is nothing to compare it with yet."
     second = ranked[1]
-    _, verdict = tell_apart(f"letting {best['learns']} learn", best["accuracy"], best["accuracy_ci"],
-                            f"letting {second['learns']} learn", second["accuracy"], second["accuracy_ci"], n)
+    _, verdict = next_best(f"letting {second['learns']} learn", second["accuracy"], second["accuracy_ci"],
+                           best["accuracy"], best["accuracy_ci"], n)
     gaps = [r for r in results if r.get("gap") is not None]
     worst = max(gaps, key=lambda r: r["gap"]) if gaps else None
     if worst is not None and worst["gap"] >= OVERFIT_GAP:

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from tl_core.lab.common import ExperimentBase, check_model, parse_list
 from tl_core.lab.runner import Part, expected_work, model_factor
-from tl_core.lab.words import pct, seconds_text, tell_apart, times, wilson
+from tl_core.lab.words import next_best, overlap, pct, seconds_text, times, wilson
 
 
 def offline_models() -> tuple[str, ...]:
@@ -78,6 +78,7 @@ def _result(record: dict) -> dict:
     return {"model": info.name, "title": info.title, "accuracy": acc, "accuracy_ci": wilson(acc, n),
             "seconds": record.get("seconds"), "params_m": info.params_m, "size_mb": size_mb,
             "imagenet_top1": info.top1, "input_size": info.input_size, "val_pictures": n,
+            "features_cached": bool(record.get("feature_cache_hit")),
             "run_dir": record.get("run_dir"), "curve": record.get("curve", [])}
 
 
@@ -93,16 +94,18 @@ def conclusion(results: list[dict]) -> str:
     if len(ranked) == 1:
         return first + " Only one model finished, so there is nothing to compare it with yet."
     second = ranked[1]
-    clear, verdict = tell_apart(best["title"], best["accuracy"], best["accuracy_ci"], second["title"],
-                                second["accuracy"], second["accuracy_ci"], n)
+    clear, verdict = next_best(second["title"], second["accuracy"], second["accuracy_ci"], best["accuracy"],
+                               best["accuracy_ci"], n)
     # the quickest model whose accuracy cannot be told apart from the best one's
-    alike = [r for r in ranked[1:] if not tell_apart(best["title"], best["accuracy"], best["accuracy_ci"], r["title"],
-                                                     r["accuracy"], r["accuracy_ci"], n)[0]]
+    alike = [r for r in ranked[1:] if overlap(best["accuracy_ci"], r["accuracy_ci"])]
     quick = min(alike, key=lambda r: r["seconds"] or 0) if alike else None
     if quick is not None and (quick["seconds"] or 0) < 0.8 * (best["seconds"] or 0):
-        third = (f"{quick['title']} took {seconds_text(quick['seconds'])} against {seconds_text(best['seconds'])} "
-                 f"({quick['params_m']:.1f} against {best['params_m']:.1f} million weights) for an accuracy we cannot "
-                 "tell apart: the lighter model is a fine choice here.")
+        lighter = "lighter" if (quick["params_m"] or 0) < (best["params_m"] or 0) else "quicker"
+        reused = (" (its time is a best case: it reused features an earlier run computed on these pictures)"
+                  if quick.get("features_cached") else "")
+        third = (f"{quick['title']} took {seconds_text(quick['seconds'])} against {seconds_text(best['seconds'])}, with "
+                 f"{quick['params_m']:.1f} against {best['params_m']:.1f} million weights, for an accuracy we cannot "
+                 f"tell apart: the {lighter} model is a fine choice here{reused}.")
     else:
         slow = max(results, key=lambda r: r["seconds"] or 0)
         fast = min(results, key=lambda r: r["seconds"] or 0)

@@ -30,7 +30,8 @@ def pct(x: float | None) -> str:
 
 def points(diff: float) -> str:
     """A change in accuracy in percentage points: ``+12 points``."""
-    return f"{diff * 100:+.0f} points"
+    value = round(diff * 100)
+    return f"{value:+d} point{'' if abs(value) == 1 else 's'}"
 
 
 def times(ratio: float) -> str:
@@ -98,6 +99,19 @@ def tell_apart(name_a: str, acc_a: float, ci_a: Sequence[float], name_b: str, ac
                    f"{range_text(lo_ci)}) overlap.")
 
 
+def next_best(name: str, acc: float, ci: Sequence[float], best_acc: float, best_ci: Sequence[float],
+              total: int) -> tuple[bool, str]:
+    """``(clearly different, one sentence)`` comparing the runner-up ``name`` with the best result just
+    named in the sentence before (so it is not named again)."""
+    ranges = f"their 95% ranges ({range_text(best_ci)} and {range_text(ci)})"
+    if not overlap(best_ci, ci):
+        return True, f"That is clearly better than the next best, {name} ({pct(acc)}): {ranges} do not overlap."
+    if abs(best_acc - acc) < 0.005:
+        return False, f"The next best, {name}, got the same {pct(acc)}: we cannot tell apart the two."
+    return False, (f"With only {total} pictures to check with, we cannot tell apart this and the next best, {name} "
+                   f"({pct(acc)}): {ranges} overlap.")
+
+
 def category_trend(values: Sequence[float], checked: int | None) -> tuple[str, str]:
     """``(verdict, sentence)`` on whether more pictures of one category are likely to help, from its
     accuracy at each amount of pictures (smallest first). Verdicts: ``"likely to help"``,
@@ -125,5 +139,5 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["pct", "points", "times", "range_text", "seconds_text", "wilson", "spread_interval", "overlap", "tell_apart",
+__all__ = ["pct", "points", "times", "range_text", "seconds_text", "wilson", "spread_interval", "overlap", "tell_apart", "next_best",
            "category_trend", "FLAT", "NEAR_TOP"]

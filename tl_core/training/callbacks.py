@@ -147,8 +147,25 @@ class BestEpoch:
         improved = val_accuracy > self.val_accuracy or (val_accuracy == self.val_accuracy and val_loss < self.val_loss)
         if improved:
             self.epoch, self.val_accuracy, self.val_loss = epoch, val_accuracy, val_loss
-            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            # only what training can change is copied: a frozen tensor stays as it is for the whole run
+            # (classifier-only runs copied 3.4 M numbers per improved epoch for 6,405 that change)
+            changing = changing_state_names(model)
+            self.state = {k: v.detach().to("cpu", copy=k in changing) for k, v in model.state_dict().items()}
         return improved
+
+
+def changing_state_names(model: nn.Module) -> set[str]:
+    """The state-dict entries training can change: trainable parameters, and the buffers (BatchNorm
+    statistics) of every module that trains in train mode. A module whose parameters are all frozen is
+    kept in eval mode (:func:`~tl_core.models.freezing.set_train_mode`, the same rule), so its buffers stay."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        names.update(dot + n for n, p in module.named_parameters(recurse=False) if p.requires_grad)
+        params = list(module.parameters())
+        if not params or any(p.requires_grad for p in params):
+            names.update(dot + n for n, _ in module.named_buffers(recurse=False))
+    return names
 
 
 class SaveBestWeights(Callback):

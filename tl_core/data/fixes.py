@@ -343,7 +343,7 @@ def set_aside(root: str | Path, picture: str | Path) -> Fix:
     r = _root(root)
     _refuse_unless_fixable(r)
     with _lock:
-        scan = scan_folder(r)
+        scan = scan_folder(r, min_classes=1)   # a folder still being filled (the camera's) may have one category
         record = _record(scan, r, picture)
         aside = set_aside_dir(r)
         dst = _free_path(aside / record.rel_path)

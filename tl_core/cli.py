@@ -83,18 +83,24 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    config = _run_config(args)   # a bad flag is answered here, before any process is started
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:   # not yet launched (no PyTorch needed to know)
+        return _launch_processes(args.nproc, args.argv)
+
+    from tl_core.training import distributed
     from tl_core.training.callbacks import Callback
     from tl_core.runs.events import stage_label
 
-    config = _run_config(args)
+    rank, world = distributed.env_rank_world()
 
     class Printer(Callback):
         last_stage = None
 
         def on_fit_start(self, info):
+            procs = f" x {info['world_size']} processes" if info.get("world_size", 1) > 1 else ""
             _say(f"Training {info['model']} on {info['train_images']} images ({len(info['classes'])} classes), "
                  f"validating on {info['val_images']}; {info['trainable_params']:,} of {info['total_params']:,} "
-                 f"parameters trainable; device {info['device']['name']}; mode {info['mode']}.")
+                 f"parameters trainable; device {info['device']['name']}{procs}; mode {info['mode']}.")
 
         def on_prepare(self, stage, done, total):
             if not args.quiet and (done == total or stage != self.last_stage):
@@ -125,6 +131,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     finally:
         if in_main:  # the caller's own Ctrl-C handling comes back (main() may run inside another program)
             signal.signal(signal.SIGINT, previous)
+    if rank != 0:   # one of several processes: rank 0 speaks for the run
+        if result.status == "failed":
+            print(f"Error (rank {rank} of {world}): {result.message}", file=sys.stderr)
+        return EXIT_FAILED if result.status == "failed" else 0
     if result.status == "failed":
         print(f"Error: {result.message}", file=sys.stderr)
     else:
@@ -134,10 +144,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for label in result.unchecked_classes:
         _say(f"  validation accuracy {label:20s} not checked (no picture of it was kept aside)")
     out = {k: v for k, v in result.to_dict().items() if k != "history"}
+    if world > 1:
+        out["world_size"] = world
     _print_json(out)
     if result.status == "failed":
         return EXIT_FAILED
     return EXIT_INTERRUPTED if result.status == "stopped" and stop.is_set() else 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less ``--nproc N`` (or an abbreviation of it): torchrun would read it as its own option."""
+    out, skip = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) >= 4 and "--nproc".startswith(name):
+            skip = "=" not in token
+        else:
+            out.append(token)
+    return out
+
+
+def _launch_processes(nproc: int, argv: list[str]) -> int:
+    """``tl train --nproc N``: the same command in N processes on this computer, started by PyTorch's
+    elastic launcher (``torchrun --standalone --nproc-per-node N -m tl_core ...``); each of them sees
+    that it was launched and ignores ``--nproc``. The launcher's exit status is this command's."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "tl_core", *_without_nproc(argv)]
+    proc = subprocess.Popen(cmd)
+    previous = None
+    if threading.current_thread() is threading.main_thread():   # Ctrl-C reaches the launcher, which stops all
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        return proc.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
@@ -338,7 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None, help="learning rate (default depends on --freeze)")
     t.add_argument("--augment", choices=["none", "light", "strong"], default=None)
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (0 = off)")
-    t.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    t.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per process (default: all cores, shared among the processes)")
+    t.add_argument("--nproc", type=_at_least_one, default=1, metavar="N",
+                   help="train in N processes on this computer (data-parallel, one per GPU, or gloo on the CPU); "
+                        "the same as torchrun --standalone --nproc-per-node N -m tl_core train ...")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -396,7 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv   # tl train --nproc N starts the same command in N processes
     _STDOUT_GONE.clear()
     try:
         status = args.func(args)

@@ -306,12 +306,14 @@ class RecordTimings(Callback):
             pass
 
 
-def default_callbacks(config: "RunConfig", run: RunFolder | None, user: Iterable[Callback] = ()) -> list[Callback]:
+def default_callbacks(config: "RunConfig", run: RunFolder | None, user: Iterable[Callback] = (),
+                      timings: bool = True) -> list[Callback]:
     """Every callback of a fit, in the order they act: the NaN guard first (before any other
     per-step hook); the best weights are on disk before the epoch is recorded; the recorder sees
     each event before the caller's callbacks (the run folder is what survives a crash); the
     diagnosis and early-stop warnings come after every callback has seen the epoch; the run's
-    timings are remembered last."""
+    timings are remembered last (not for a run of several processes: their times say nothing about
+    one process on this computer)."""
     patience = config.train.early_stopping_patience
     from tl_core.training.calibration import NoveltyCalibration  # here, not at the top: it imports this module
     return [NanGuard(),
@@ -319,5 +321,5 @@ def default_callbacks(config: "RunConfig", run: RunFolder | None, user: Iterable
             *user,
             DiagnosisWarnings(),
             *([EarlyStopping(patience)] if patience is not None else []),
-            RecordTimings(config),
+            *([RecordTimings(config)] if timings else []),
             *([NoveltyCalibration(run)] if run is not None else [])]  # "none of these", for the best weights

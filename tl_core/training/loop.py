@@ -11,6 +11,10 @@ and its schedule in :mod:`~tl_core.training.schedules`.
 Speed comes from three things (see bench/RESULTS.md): images are decoded once into memory,
 a frozen prefix of the network is run once per image and cached (on disk too), and on a GPU the
 batches are augmented on the device under mixed precision in channels_last.
+
+Under torchrun the same loop runs in every process; its few collective steps (sums of the metrics,
+the shared stop, DistributedDataParallel) come from :mod:`~tl_core.training.distributed` and are the
+identity in a single process.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from tl_core.files import disk_full, short_path
 from tl_core.models.freezing import set_train_mode
 from tl_core.runs import RunFolder, default_runs_dir, new_run_id
 from tl_core.runtime.allocator import training_allocator
+from tl_core.training import distributed
 from tl_core.training.callbacks import BestEpoch, Callback, CallbackList, default_callbacks
 from tl_core.training.prepare import (Batches, Prepared, fit_start_info, load_inputs, make_batches, prepare_model,
                                      run_summary)
@@ -93,6 +98,7 @@ class Trainer:
         self.batches: Batches | None = None
         self.step = 0
         self.epoch_times: list[float] = []
+        self.dist = distributed.current()    # one process unless torchrun started several
         self.callbacks.set_trainer(self)
 
     def fit(self) -> FitResult:
@@ -108,7 +114,7 @@ class Trainer:
             val_loss, val_acc, _ = self._evaluate()
             logs = self._end_epoch(epoch, t0, train, val_loss, val_acc)
             self.callbacks.on_epoch_end(epoch, logs)
-            if self.stop_training:
+            if self.dist.any(self.stop_training):   # every process stops after the same epoch
                 break
         return self._finish("finished", "Training finished.", time.perf_counter() - t_start)
 
@@ -118,13 +124,15 @@ class Trainer:
             self.run.write_status("running", "Preparing the data and the model.", epoch=0,
                                   epochs=self.config.train.epochs)
         events = _StopAware(self)
-        self.state = prepare_model(self.config, self.run, events)
-        load_inputs(self.state, self.config, events)
+        self.state = prepare_model(self.config, self.run, events, self.dist)
+        load_inputs(self.state, self.config, events, self.dist)
         self._check_stop()
 
     def _setup_training(self, t_start: float) -> dict:
         """Batches, class balance, optimizer and schedule; returns the ``on_fit_start`` info."""
-        self.batches = make_batches(self.state, self.config)
+        s = self.state
+        self.batches = make_batches(s, self.config, self.dist)
+        s.ddp = self.dist.wrap(s.model, s.split.suffix if s.mode == "features" else s.net)
         self.opt = make_optimization(self.state.model, self.state.plan, self.config, self.state.dev,
                                      self.batches.steps_per_epoch)
         return fit_start_info(self.state, self.config, self.batches, self.opt.lr, time.perf_counter() - t_start)
@@ -134,11 +142,11 @@ class Trainer:
         """One pass over the training set; returns its loss, accuracy, image count and seconds."""
         s, b = self.state, self.batches
         set_train_mode(s.model)
-        order = b.epoch_order().to(s.train_y.device)
+        order = b.epoch_order(epoch).to(s.train_y.device)
         run_loss, run_correct, seen = 0.0, 0, 0
         recent: list[float] = []
         for i in range(b.steps_per_epoch):
-            self._check_stop()
+            self._check_stop(together=True)
             idx = order[i * b.size:(i + 1) * b.size]
             xb, yb = s.train_x[idx].to(s.dev.device, non_blocking=True), s.train_y[idx].to(s.dev.device)
             loss, logits = self._train_step(xb, yb)
@@ -149,10 +157,11 @@ class Trainer:
             recent.append(lv)
             if self.step % self.config.train.log_every_steps == 0 or i == b.steps_per_epoch - 1:
                 self.callbacks.on_batch_end(self.step, {
-                    "epoch": epoch, "loss": sum(recent) / len(recent), "lr": self._lr(),
-                    "images_per_sec": seen / max(time.perf_counter() - t0, 1e-9),
+                    "epoch": epoch, "loss": self.dist.mean(sum(recent) / len(recent)), "lr": self._lr(),
+                    "images_per_sec": seen * self.dist.world_size / max(time.perf_counter() - t0, 1e-9),
                     "progress": self.step / b.total_steps})
                 recent = []
+        run_loss, run_correct, seen = self.dist.sum([run_loss, run_correct, seen])   # all processes' pictures
         return {"loss": run_loss / max(seen, 1), "accuracy": run_correct / max(seen, 1), "seen": seen,
                 "seconds": time.perf_counter() - t0}
 
@@ -191,26 +200,35 @@ class Trainer:
 
     def _forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         s = self.state
+        ddp = s.ddp if train else None   # several processes: training steps average their gradients
         if s.mode == "features":
-            return s.split.suffix(x.float())
+            return (ddp or s.split.suffix)(x.float())
         xf = x.float()
         if train and self.batches.augment.enabled:
             xf = self.batches.augment(xf)
         xf = s.normalize(xf)
         if s.dev.channels_last:
             xf = xf.contiguous(memory_format=torch.channels_last)
-        return s.net(xf)
+        return (ddp or s.net)(xf)
+
+    def _val_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation inputs this process checks (all of them in a single process)."""
+        s = self.state
+        if s.val_index is None:
+            return s.val_x, s.val_y
+        return s.val_x[s.val_index.to(s.val_x.device)], s.val_y[s.val_index.to(s.val_y.device)]
 
     def _evaluate(self) -> tuple[float, float, torch.Tensor]:
         s = self.state
         s.model.eval()
-        n = len(s.val_y)
+        val_x, val_y = self._val_inputs()
+        n = len(val_y)
         total_loss, correct = 0.0, 0
         preds = []
         bs = self.config.train.batch_size * 2
         with torch.inference_mode():
             for i in range(0, n, bs):
-                xb, yb = s.val_x[i:i + bs], s.val_y[i:i + bs]
+                xb, yb = val_x[i:i + bs], val_y[i:i + bs]
                 with torch.autocast(s.dev.device.type, dtype=s.dev.amp_dtype, enabled=s.dev.amp_dtype is not None):
                     logits = self._forward(xb, train=False)
                 logits = logits.float()
@@ -219,10 +237,13 @@ class Trainer:
                 correct += (p == yb).sum().item()
                 preds.append(p.cpu())
         pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+        total_loss, correct, n = self.dist.sum([total_loss, correct, n])
         return total_loss / max(n, 1), correct / max(n, 1), pred
 
-    def _check_stop(self) -> None:
-        if self.stop_event.is_set():
+    def _check_stop(self, together: bool = False) -> None:
+        """Stop was asked for (``together``: in any process, so that all stop at the same step)."""
+        stop = self.stop_event.is_set()
+        if (self.dist.any(stop) if together else stop):
             raise _Stop()
 
     # ---- the end ----
@@ -230,19 +251,27 @@ class Trainer:
         """Validation accuracy of each class for the best weights: an overall 90% can hide a
         class the model never gets right, which matters most on imbalanced data."""
         s = self.state
-        if s is None or s.val_y is None or len(s.val_y) == 0:
+        if s is None or s.val_y is None or (len(s.val_y) == 0 and not self.dist.active):
             return None
         _, _, pred = self._evaluate()
-        truth = s.val_y.cpu()
-        return {name: float((pred[truth == i] == i).float().mean())
-                for i, name in enumerate(s.classes) if (truth == i).any()}
+        truth = self._val_inputs()[1].cpu()
+        k = len(s.classes)
+        hits = self.dist.sum_tensor(torch.bincount(truth[pred == truth], minlength=k))
+        counts = self.dist.sum_tensor(torch.bincount(truth, minlength=k))
+        if int(counts.sum()) == 0:
+            return None
+        return {name: float(hits[i].float() / counts[i].float()) for i, name in enumerate(s.classes) if counts[i] > 0}
 
     def _finish(self, status: str, message: str, total_seconds: float) -> FitResult:
         per_class = None
+        # a process that fails alone takes no collective step: the others are not waiting for one
+        together = not (self.dist.active and status == "failed")
         if self.best.state is not None:
             self.state.model.load_state_dict(self.best.state)
+            if together:
+                self.dist.check_in_step(self.state.model)
             try:
-                per_class = self._per_class_accuracy()
+                per_class = self._per_class_accuracy() if together else None
             except Exception:  # reporting must never turn a finished run into a failed one
                 per_class = None
         last = self.history[-1] if self.history else {}
@@ -259,7 +288,8 @@ class Trainer:
         if self.run is not None:
             self.run.save_summary({"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
                                    "train_seconds": total_seconds, "epochs_done": result.epochs_done,
-                                   "status": status, "per_class_accuracy": per_class})
+                                   "status": status, "per_class_accuracy": per_class,
+                                   "world_size": self.dist.world_size})
             self.run.write_status(status, message, epoch=result.epochs_done,
                                   best_val_accuracy=result.best_val_accuracy)
         return result
@@ -268,10 +298,16 @@ class Trainer:
 def fit(config: RunConfig, run: RunFolder | None = None, callbacks: Iterable[Callback] = (),
         stop_event: threading.Event | None = None) -> FitResult:
     """Train one model. Never raises for a training failure: the result (and the run folder's
-    status) says failed with a plain message, and the best weights so far stay on disk."""
-    trainer = Trainer(config, run, default_callbacks(config, run, callbacks), stop_event)
-    with training_allocator():
-        return _fit_guarded(trainer, run)
+    status) says failed with a plain message, and the best weights so far stay on disk.
+
+    Started by torchrun, every process calls this; only rank 0 keeps ``run`` and hears the caller's
+    callbacks (:mod:`~tl_core.training.distributed`)."""
+    with distributed.session(config.train.device) as dist:
+        run = run if dist.is_main else None
+        trainer = Trainer(config, run, default_callbacks(config, run, distributed.rank_callbacks(callbacks, dist),
+                                                         timings=not dist.active), stop_event)
+        with training_allocator():
+            return _fit_guarded(trainer, run)
 
 
 def _fit_guarded(trainer: Trainer, run: RunFolder | None) -> FitResult:
@@ -289,13 +325,23 @@ def _fit_guarded(trainer: Trainer, run: RunFolder | None) -> FitResult:
                               "batch size, or a smaller model.", t0)
     except Exception as err:  # an unexpected bug: keep the details in the run folder for a report
         detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        peer = trainer.dist.peer_failure() if trainer.dist.active else None
+        if peer is not None:   # another process failed first: its words (and its details) are the run's
+            if run is not None and peer.get("detail"):
+                (run.path / "error.log").write_text(peer["detail"], encoding="utf-8")
+            return _fail(trainer, trainer.dist.failure_words(peer), t0, reported=True)
+        if trainer.dist.active and isinstance(err, (distributed.PeerStopped, torch.distributed.DistError)):
+            return _fail(trainer, trainer.dist.lost_words(err), t0)
         if run is not None:
             (run.path / "error.log").write_text(detail, encoding="utf-8")
+        where = "in the run folder" if run is not None or not trainer.dist.active else "in rank 0's run folder"
         return _fail(trainer, f"Training failed unexpectedly ({type(err).__name__}: {err}). "
-                              "Details are in error.log in the run folder.", t0)
+                              f"Details are in error.log {where}.", t0, detail=detail)
 
 
-def _fail(trainer: Trainer, message: str, t0: float) -> FitResult:
+def _fail(trainer: Trainer, message: str, t0: float, reported: bool = False, detail: str | None = None) -> FitResult:
+    if trainer.dist.active and not reported:   # rank 0 records the run with these words
+        trainer.dist.report_failure(message, detail)
     try:
         return trainer._finish("failed", message, time.perf_counter() - t0)
     except Exception:  # failing while failing: at least leave the status right
@@ -306,9 +352,11 @@ def _fail(trainer: Trainer, message: str, t0: float) -> FitResult:
 
 def train_run(config: RunConfig, runs_dir=None, callbacks: Iterable[Callback] = (),
               stop_event: threading.Event | None = None, run_id: str | None = None) -> FitResult:
-    """Create a run folder and train into it: the one entry point the CLI, jobs and tests share."""
-    run = create_run(config, runs_dir, run_id)
-    return fit(config, run, callbacks, stop_event)
+    """Create a run folder and train into it: the one entry point the CLI, jobs and tests share.
+    Under torchrun only rank 0 creates the folder; every process trains."""
+    with distributed.session(config.train.device) as dist:
+        run = create_run(config, runs_dir, run_id) if dist.is_main else None
+        return fit(config, run, callbacks, stop_event)
 
 
 def create_run(config: RunConfig, runs_dir=None, run_id: str | None = None) -> RunFolder:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tl_core.config import RunConfig
-from tl_core.errors import DataError
+from tl_core.errors import ConfigError, DataError
 from tl_core.files import short_path
 from tl_core.models.freezing import FreezePlan, apply_freeze_plan, make_freeze_plan
 from tl_core.models.preprocess import Preprocessing
@@ -26,6 +26,7 @@ from tl_core.runtime.device import DeviceInfo, configure_threads, pick_device
 from tl_core.training.augment import BatchAugment
 from tl_core.training.callbacks import Callback
 from tl_core.training.decoded import decode_records
+from tl_core.training.distributed import Dist
 from tl_core.training.features import (compute_features, feature_cache_key, find_prefix_split, load_cached_features,
                                        save_cached_features, weights_fingerprint)
 
@@ -53,8 +54,10 @@ def reset_classifier_init(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
+def class_weights(labels: torch.Tensor, num_classes: int, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """Loss weights per class, inversely proportional to its pictures (``counts`` when given, e.g.
+    summed over several processes, else counted in ``labels``)."""
+    counts = (torch.bincount(labels, minlength=num_classes) if counts is None else counts).float().clamp(min=1)
     w = counts.sum() / (num_classes * counts)
     return w / w.mean()
 
@@ -83,26 +86,39 @@ class Prepared:
     train_y: torch.Tensor | None = None
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
+    # several processes (tl_core.training.distributed): how many, whether the inputs above are this
+    # process's block only (decoded pictures) or all of them (features), which validation inputs this
+    # process evaluates (None: all it holds), and the trainable part under DistributedDataParallel
+    world_size: int = 1
+    sharded: bool = False
+    val_total: int = 0
+    val_index: torch.Tensor | None = None
+    ddp: nn.Module | None = None
 
 
-def prepare_model(config: RunConfig, run: RunFolder | None, events: Callback) -> Prepared:
-    """Seed, device, the checked data set and the model with its freeze plan applied."""
+def prepare_model(config: RunConfig, run: RunFolder | None, events: Callback, dist: Dist = Dist()) -> Prepared:
+    """Seed, device, the checked data set and the model with its freeze plan applied. With several
+    processes each has its own seed (rank 0 the run's), shares the CPU cores, and receives rank 0's
+    data check and split."""
     tcfg = config.train
-    seed_everything(tcfg.seed)
-    configure_threads(tcfg.num_threads)
+    seed_everything(tcfg.seed + dist.rank)
+    configure_threads(tcfg.num_threads or _cpu_share(dist))
     dev = pick_device(tcfg.device, tcfg.amp, tcfg.channels_last)
+    if dist.active and dev.device.type == "mps":
+        raise ConfigError("Training with several processes works on NVIDIA GPUs or on the CPU, not on Apple's GPU "
+                          "(MPS). Use --device cpu, or train in one process.")
 
     from tl_core.models.catalogue import get_model_info
     get_model_info(config.model.name)  # a typo in the model name is answered before reading pictures
     from tl_core.data.dataset import prepare_dataset, training_warnings
-    data = prepare_dataset(config.data, progress=lambda d, t: events.on_prepare("check", d, t))
+    data = dist.from_main(lambda: prepare_dataset(config.data, progress=lambda d, t: events.on_prepare("check", d, t)))
     classes = data.classes
     for kind, message in training_warnings(data):  # said (and recorded) before any time is spent
         events.on_warning(kind, message)
 
     from tl_core.models.weights import create_model
     weights = "none" if config.freeze.kind == "scratch" else config.model.weights
-    model, weights_source = create_model(config.model.name, len(classes), weights)
+    model, weights_source = dist.main_first(lambda: create_model(config.model.name, len(classes), weights))
     reset_classifier_init(model)
     plan = make_freeze_plan(model, config.freeze)
     apply_freeze_plan(model, plan)
@@ -118,34 +134,57 @@ def prepare_model(config: RunConfig, run: RunFolder | None, events: Callback) ->
     p = Prepared(dev=dev, data=data, classes=classes, model=model, net=net, weights_source=weights_source,
                  plan=plan, prep=prep, normalize=prep.normalizer(dev.device),
                  train_paths=[r.path for r in data.train], train_labels=[label_of[r.label] for r in data.train],
-                 val_paths=[r.path for r in data.val], val_labels=[label_of[r.label] for r in data.val])
+                 val_paths=[r.path for r in data.val], val_labels=[label_of[r.label] for r in data.val],
+                 world_size=dist.world_size)
     if run is not None:
         run.save_labels(classes)
         run.save_preprocessing(prep.to_dict())
     return p
 
 
-def load_inputs(p: Prepared, config: RunConfig, events: Callback) -> None:
+def _cpu_share(dist: Dist) -> int | None:
+    """CPU threads per process when several share this computer's cores (None: all of them)."""
+    from tl_core.runtime.device import cpu_cores
+
+    return max(1, cpu_cores() // dist.local_world_size) if dist.active else None
+
+
+def load_inputs(p: Prepared, config: RunConfig, events: Callback, dist: Dist = Dist()) -> None:
     """The training inputs: the frozen prefix's features where there is a prefix to cache and
-    they fit in memory, else the decoded images (the whole model then runs every step)."""
+    they fit in memory, else the decoded images (the whole model then runs every step). With
+    several processes each computes its block of the features and all are gathered, or each decodes
+    and keeps its own block of the pictures."""
     split = find_prefix_split(p.model) if config.train.feature_cache else None
     p.split = split
     p.model.eval()
-    if split is not None and _load_or_compute_features(p, split, config, events):
+    if split is not None and _load_or_compute_features(p, split, config, events, dist):
         p.mode = "features"
+        p.val_index = dist.stride(len(p.val_y))
     else:
         p.mode = "full"
         p.split = None
+        p.sharded = dist.active
         total = len(p.train_paths) + len(p.val_paths)
-        p.train_x, p.train_y = _decode(p, p.train_paths, p.train_labels, events, 0, total)
-        p.val_x, p.val_y = _decode(p, p.val_paths, p.val_labels, events, len(p.train_paths), total)
+        tb, vb = dist.block(len(p.train_paths)), dist.block(len(p.val_paths))
+        p.train_x, p.train_y = _decode(p, p.train_paths[tb], p.train_labels[tb], events, 0, total, dist,
+                                       len(p.train_paths))
+        p.val_x, p.val_y = _decode(p, p.val_paths[vb], p.val_labels[vb], events, len(p.train_paths), total, dist,
+                                   len(p.val_paths))
+        if dist.any(len(p.train_y) == 0):
+            raise ConfigError(f"There are more training processes ({dist.world_size}) than pictures to learn from "
+                              f"({len(p.train_paths)}): each process needs some. Use fewer processes.")
 
 
-def _decode(p: Prepared, paths, labels, events: Callback, done_before: int = 0, total: int | None = None):
-    # train and val pictures are read one after the other: progress counts both as one stage
+def _decode(p: Prepared, paths, labels, events: Callback, done_before: int = 0, total: int | None = None,
+            dist: Dist = Dist(), n_all: int | None = None):
+    # train and val pictures are read one after the other: progress counts both as one stage (with
+    # several processes, rank 0 tells its own share's progress as the whole's)
     total = len(paths) if total is None else total
+    n_all = len(paths) if n_all is None else n_all
     dec = decode_records(paths, labels, p.prep,
-                         progress=lambda d, _t: events.on_prepare("decode", done_before + d, total))
+                         progress=lambda d, _t: events.on_prepare("decode", done_before + _shown(d, len(paths), n_all,
+                                                                                                  dist), total),
+                         workers=_cpu_share(dist))
     for path, reason in dec.failed:
         events.on_warning("unreadable", f"Skipped {path}: {reason}.")
     images = dec.images
@@ -154,7 +193,12 @@ def _decode(p: Prepared, paths, labels, events: Callback, done_before: int = 0, 
     return images, dec.labels.to(images.device)
 
 
-def _load_or_compute_features(p: Prepared, split, config: RunConfig, events: Callback) -> bool:
+def _shown(done: int, n: int, n_all: int, dist: Dist) -> int:
+    """Progress through ``n_all`` pictures as rank 0 tells it from its own block of ``n``."""
+    return done if not dist.active else (n_all if done >= n else min(done * dist.world_size, n_all))
+
+
+def _load_or_compute_features(p: Prepared, split, config: RunConfig, events: Callback, dist: Dist = Dist()) -> bool:
     cache_root = Path(config.train.cache_dir).expanduser() if config.train.cache_dir else cache_dir()
     wid = weights_fingerprint(p.weights_source.path)
     sets = (("train", p.train_paths, p.train_labels), ("val", p.val_paths, p.val_labels))
@@ -168,16 +212,23 @@ def _load_or_compute_features(p: Prepared, split, config: RunConfig, events: Cal
             p.feature_cache_hit = False
             break
         feats[name + "_x"], feats[name + "_y"] = cached["x"], cached["y"]
-    if not p.feature_cache_hit:
+    if dist.any(not p.feature_cache_hit):   # every process computes, or none (a miss on another computer)
+        p.feature_cache_hit = False
         feats, unsaved = {}, False
         total, done = len(p.train_paths) + len(p.val_paths), 0
         for name, paths, labels in sets:
-            streamed = _stream_features(p, split, paths, labels, events, done, total)
-            if streamed is None:
+            block, skipped = dist.block(len(paths)), ([] if dist.active else None)
+            streamed = _stream_features(p, split, paths[block], labels[block], events, done, total, dist,
+                                        len(paths), skipped)
+            if dist.any(streamed is None):
                 return False
-            x, y = streamed
+            x, y = dist.gather_rows(streamed[0]), dist.gather_rows(streamed[1])
+            for path, reason in sum(dist.gather_objects(skipped), []) if skipped is not None else ():
+                events.on_warning("unreadable", f"Skipped {path}: {reason}.")
+            if not len(x):
+                raise DataError("None of the images could be read. Run the data check to see why.")
             feats[name + "_x"], feats[name + "_y"] = x, y
-            if save_cached_features(cache_root, keys[name], {"x": x, "y": y}) is None:
+            if dist.local_rank == 0 and save_cached_features(cache_root, keys[name], {"x": x, "y": y}) is None:
                 unsaved = True
             done += len(paths)
         if unsaved:
@@ -192,32 +243,40 @@ STREAM_CHUNK = 128   # pictures decoded at a time while the previous chunk runs 
 
 
 def _stream_features(p: Prepared, split, paths, labels, events: Callback, done_before: int,
-                     total: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+                     total: int, dist: Dist = Dist(), n_all: int | None = None,
+                     skipped: list | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Read the pictures and run the frozen prefix in one streamed pass: a chunk is decoded (in
     threads) while the previous one runs through the network (on all cores), so reading and
     computing overlap, progress is one stage that only moves forward, and only a chunk of decoded
     pictures is ever in memory. None when the features would not fit in memory (the caller then
-    trains the whole model each step)."""
+    trains the whole model each step). With several processes ``paths`` is this process's block of
+    ``n_all`` pictures, whose size decides whether all features fit; unreadable ones go to ``skipped``
+    (rank 0 reports everyone's) and an empty block gives empty features."""
     from concurrent.futures import ThreadPoolExecutor
 
     dev = p.dev
+    n_all = len(paths) if n_all is None else n_all
+    workers = _cpu_share(dist)
     chunks = [(paths[i:i + STREAM_CHUNK], labels[i:i + STREAM_CHUNK]) for i in range(0, len(paths), STREAM_CHUNK)]
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
     done = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tl-read") as reader:
-        pending = reader.submit(decode_records, *chunks[0], p.prep, None, None, True) if chunks else None
+        pending = reader.submit(decode_records, *chunks[0], p.prep, None, workers, True) if chunks else None
         for k in range(len(chunks)):
             dec = pending.result()
-            pending = reader.submit(decode_records, *chunks[k + 1], p.prep, None, None, True) \
+            pending = reader.submit(decode_records, *chunks[k + 1], p.prep, None, workers, True) \
                 if k + 1 < len(chunks) else None
             for path, reason in dec.failed:
-                events.on_warning("unreadable", f"Skipped {path}: {reason}.")
+                if skipped is not None:
+                    skipped.append((path, reason))
+                else:
+                    events.on_warning("unreadable", f"Skipped {path}: {reason}.")
             if len(dec.images) and not xs:
                 # the size of one picture's features decides whether caching all of them fits in memory
                 probe = compute_features(split.prefix, dec.images[:1], p.normalize, dev.device,
                                          amp_dtype=dev.amp_dtype, channels_last=dev.channels_last)
-                if probe[0].numel() * 4 * len(paths) > FEATURE_MEMORY_BUDGET:
+                if probe[0].numel() * 4 * n_all > FEATURE_MEMORY_BUDGET:
                     events.on_warning("no_feature_cache", "The frozen layers' output is too large to keep in "
                                       "memory for this many images; training runs the whole model each step.")
                     if pending is not None:
@@ -228,8 +287,10 @@ def _stream_features(p: Prepared, split, paths, labels, events: Callback, done_b
                                            amp_dtype=dev.amp_dtype, channels_last=dev.channels_last))
                 ys.append(dec.labels)
             done += len(chunks[k][0])
-            events.on_prepare("features", done_before + done, total)
+            events.on_prepare("features", done_before + _shown(done, len(paths), n_all, dist), total)
     if not xs:
+        if dist.active:   # this block had nothing readable; the gathered whole decides
+            return torch.empty(0), torch.empty(0, dtype=torch.long)
         raise DataError("None of the images could be read. Run the data check to see why.")
     return torch.cat(xs), torch.cat(ys)
 
@@ -243,15 +304,17 @@ class Balance:
     sample_p: torch.Tensor | None       # per-image sampling weights, for "sampler"
 
 
-def balance_classes(train_y: torch.Tensor, num_classes: int, setting: str, device: torch.device) -> Balance:
+def balance_classes(train_y: torch.Tensor, num_classes: int, setting: str, device: torch.device,
+                    counts: torch.Tensor | None = None) -> Balance:
+    """``counts``: the pictures per class of the whole run, when ``train_y`` is only this process's block."""
     labels = train_y.cpu()
-    counts = torch.bincount(labels, minlength=num_classes)
+    counts = torch.bincount(labels, minlength=num_classes) if counts is None else counts.cpu()
     imbalance = float(counts.max() / counts.clamp(min=1).min())
     mode = setting
     if mode == "auto":
         from tl_core.data.checks import IMBALANCE_WARN_RATIO
         mode = "weights" if imbalance >= IMBALANCE_WARN_RATIO else "none"
-    weight = class_weights(labels, num_classes).to(device) if mode == "weights" else None
+    weight = class_weights(labels, num_classes, counts).to(device) if mode == "weights" else None
     sample_p = (1.0 / counts.float().clamp(min=1))[labels] if mode == "sampler" else None
     return Balance(mode, imbalance, weight, sample_p)
 
@@ -265,24 +328,37 @@ class Batches:
     balance: Balance
     generator: torch.Generator        # epoch orders and augmentation draw from it, in that order
     augment: BatchAugment
-    n_train: int
+    n_train: int                      # pictures to learn from (in all processes together)
+    order: Callable[[int], torch.Tensor] | None = None   # several processes: this one's share of an epoch
 
-    def epoch_order(self) -> torch.Tensor:
+    def epoch_order(self, epoch: int = 1) -> torch.Tensor:
         """The training images of one epoch, in order (drawn by class weight with the sampler)."""
+        if self.order is not None:
+            return self.order(epoch)
         if self.balance.sample_p is not None:
             return torch.multinomial(self.balance.sample_p, self.n_train, replacement=True, generator=self.generator)
         return torch.randperm(self.n_train, generator=self.generator)
 
 
-def make_batches(p: Prepared, config: RunConfig) -> Batches:
+def make_batches(p: Prepared, config: RunConfig, dist: Dist = Dist()) -> Batches:
+    """One process: ``batch_size`` pictures a step. Several: the same step size for the whole run,
+    each process taking its part, and the same number of steps in each process."""
     tcfg = config.train
-    n_train = len(p.train_y)
-    size = min(tcfg.batch_size, n_train)
-    steps_per_epoch = max(1, n_train // size) if n_train >= size else 1
-    balance = balance_classes(p.train_y, len(p.classes), tcfg.balance, p.dev.device)
-    gen = torch.Generator().manual_seed(tcfg.seed)
+    n_here = len(p.train_y)
+    n_train = n_here
+    counts = None
+    if p.sharded:   # each process holds its own block: the class counts and the total are summed
+        counts = dist.sum_tensor(torch.bincount(p.train_y.cpu(), minlength=len(p.classes)))
+        n_train = int(counts.sum())
+        p.val_total = int(dist.sum([len(p.val_y)])[0])
+    n_rank = dist.rank_count(n_here, p.sharded)
+    size = min(dist.rank_batch(tcfg.batch_size), n_rank)
+    steps_per_epoch = max(1, n_rank // size) if n_rank >= size else 1
+    balance = balance_classes(p.train_y, len(p.classes), tcfg.balance, p.dev.device, counts)
+    gen = torch.Generator().manual_seed(tcfg.seed + dist.rank)
     augment = BatchAugment(tcfg.augment if p.mode == "full" else "none", generator=gen)
-    return Batches(size, steps_per_epoch, steps_per_epoch * tcfg.epochs, balance, gen, augment, n_train)
+    order = dist.epoch_sampler(n_here, n_rank, tcfg.seed, balance.sample_p, gen, p.sharded)
+    return Batches(size, steps_per_epoch, steps_per_epoch * tcfg.epochs, balance, gen, augment, n_train, order)
 
 
 def fit_start_info(p: Prepared, config: RunConfig, b: Batches, lr: float, prepare_seconds: float) -> dict:
@@ -290,11 +366,12 @@ def fit_start_info(p: Prepared, config: RunConfig, b: Batches, lr: float, prepar
     return {"model": config.model.name, "weights": p.weights_source.description, "device": p.dev.to_dict(),
             "mode": p.mode, "boundary": p.split.boundary if p.split else None,
             "feature_cache_hit": p.feature_cache_hit if p.mode == "features" else None,
-            "epochs": config.train.epochs, "steps_per_epoch": b.steps_per_epoch, "batch_size": b.size, "lr": lr,
-            "train_images": b.n_train, "val_images": len(p.val_y), "classes": p.classes,
+            "epochs": config.train.epochs, "steps_per_epoch": b.steps_per_epoch, "batch_size": b.size * p.world_size,
+            "lr": lr, "train_images": b.n_train, "val_images": p.val_total if p.sharded else len(p.val_y),
+            "classes": p.classes,
             "trainable_params": p.plan.trainable_params, "total_params": p.plan.total_params,
             "frozen_groups": p.plan.frozen, "balance": b.balance.mode, "imbalance_ratio": b.balance.imbalance_ratio,
-            "allocator_tuned": covers_this_thread(), "prepare_seconds": prepare_seconds}
+            "allocator_tuned": covers_this_thread(), "prepare_seconds": prepare_seconds, "world_size": p.world_size}
 
 
 def run_summary(p: Prepared, config: RunConfig, info: dict) -> dict:
@@ -315,4 +392,4 @@ def run_summary(p: Prepared, config: RunConfig, info: dict) -> dict:
             "unchecked_classes": p.data.unchecked,
             "imbalance_ratio": getattr(report, "imbalance_ratio", info.get("imbalance_ratio")),
             "val_records": [{"path": r.path, "label": r.label} for r in p.data.val],
-            "preprocessing": p.prep.to_dict(), "info": info}
+            "preprocessing": p.prep.to_dict(), "world_size": p.world_size, "info": info}

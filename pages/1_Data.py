@@ -30,8 +30,8 @@ def use_folder(root: str | Path, source: str) -> None:
     save()
 
 
-tab_folder, tab_zip, tab_path, tab_sample = st.tabs(
-    [":material/folder_open: Drag in a folder", ":material/folder_zip: Upload a .zip", ":material/computer: A folder on this computer", ":material/checkroom: Sample data"])
+tab_folder, tab_zip, tab_path, tab_camera, tab_sample = st.tabs(
+    [":material/folder_open: Drag in a folder", ":material/folder_zip: Upload a .zip", ":material/computer: A folder on this computer", ":material/photo_camera: Camera", ":material/checkroom: Sample data"])
 
 with tab_folder:
     st.caption(f"Drag a folder onto the box below, or click **Upload directories** and choose it. Its subfolders "
@@ -105,6 +105,12 @@ with tab_path:
             with guard():
                 use_folder(access.check(typed), "path")
 
+with tab_camera:  # issue 15: pictures taken here land in a category folder that becomes the data folder
+    from pages._camera import take_pictures
+
+    st.markdown("**Take pictures with the camera**")
+    take_pictures()
+
 with tab_sample:
     st.caption("200 small photos of clothes from Fashion-MNIST, in 5 categories.")
     if st.button("Use the sample data", key="data_use_sample", type="primary"):
@@ -114,7 +120,7 @@ with tab_sample:
 
 root = state.data_root
 if not root:
-    st.info("No pictures chosen yet. Pick one of the four ways above.", icon=":material/arrow_upward:")
+    st.info("No pictures chosen yet. Pick one of the five ways above.", icon=":material/arrow_upward:")
     st.stop()
 if not Path(root).is_dir():
     st.error(f"The folder {root} is gone. Choose your pictures again.", icon=":material/warning:")
@@ -124,7 +130,8 @@ if not Path(root).is_dir():
 
 st.divider()
 source_words = {"sample": "the sample data", "upload": "your uploaded folder", "zip": "your zip file",
-                "path": "a folder on this computer", "run": "the folder of your last run"}
+                "path": "a folder on this computer", "run": "the folder of your last run",
+                "camera": "the pictures you took with the camera"}
 st.subheader("What is in your data")
 st.caption(f"Using {source_words.get(state.data_source, 'this folder')}: `{root}`")
 

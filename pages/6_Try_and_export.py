@@ -28,9 +28,14 @@ with guard():
     st.caption(f"Knows {len(loaded.classes)} categories: {', '.join(markdown_safe(c) for c in loaded.classes)}")
 
     st.subheader("Try it")
-    source = st.radio("Picture from", ["Upload a photo", "Camera"], horizontal=True, key="try_source")
+    source = st.radio("Picture from", ["Upload a photo", "Camera", "Live camera"], horizontal=True, key="try_source",
+                      help="Live camera: the model answers the video continuously (issue 15).")
     data, name = None, None
-    if source == "Upload a photo":
+    if source == "Live camera":
+        from pages._camera import live_predictions
+
+        live_predictions(loaded, run_dir)
+    elif source == "Upload a photo":
         up = st.file_uploader("Photo", type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic"],
                               key="try_upload")
         if up is not None:
@@ -40,8 +45,9 @@ with guard():
         if shot is not None:
             data, name = shot.getvalue(), "camera.jpg"
 
-    threshold = st.slider("Say “not sure” below this confidence", 0.0, 1.0, 0.5, 0.05, key="try_threshold",
-                          help="When the top answer's probability is below this, the model admits it does not know.")
+    threshold = 0.5 if source == "Live camera" else st.slider(
+        "Say “not sure” below this confidence", 0.0, 1.0, 0.5, 0.05, key="try_threshold",
+        help="When the top answer's probability is below this, the model admits it does not know.")
     if data is not None:
         with guard():
             from tl_core.data.images import load_image_bytes

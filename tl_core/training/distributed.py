@@ -10,7 +10,8 @@ a :class:`Dist` that the loop asks for its few collective steps:
 * each process reads its block of the pictures; with frozen layers it runs them through the frozen
   prefix and the blocks' features are gathered (:meth:`Dist.gather_rows`), so every process holds all
   features and each epoch takes its share of them as :class:`~torch.utils.data.distributed.DistributedSampler`
-  deals them; when everything trains, each process keeps only its own block of decoded pictures;
+  deals them; when everything trains, each process decodes and keeps only its own share of the pictures
+  (:meth:`Dist.deal`: every category in it, in the same proportions);
 * the trainable part runs under :class:`~torch.nn.parallel.DistributedDataParallel` (gradients averaged);
   the batch size stays the size of one step of the whole run, so each process takes 1/N of it;
 * losses, accuracies and counts are summed over the processes (:meth:`Dist.sum`); decisions that must be
@@ -173,6 +174,12 @@ class Dist:
             return slice(0, n)
         return slice(n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size)
 
+    def deal(self, n: int) -> slice:
+        """This process's share of ``n`` items dealt like cards (every N-th from its rank on): a share
+        of pictures sorted by category then holds every category in the same proportion, which
+        training on its own share needs (a batch of one category would defeat BatchNorm)."""
+        return slice(0, n) if not self.active else slice(self.rank, n, self.world_size)
+
     def stride(self, n: int) -> torch.Tensor | None:
         """The indices of ``n`` items this process evaluates when every process holds all of them."""
         return None if not self.active else torch.arange(self.rank, n, self.world_size)
@@ -207,7 +214,7 @@ class Dist:
             return order
 
         def order(epoch: int) -> torch.Tensor:
-            if sharded:   # this process's own block, in its own order (its generator is seeded per rank)
+            if sharded:   # this process's own share, in its own order (its generator is seeded per rank)
                 drawn = (torch.multinomial(sample_p, n, replacement=True, generator=generator)
                          if sample_p is not None else torch.randperm(n, generator=generator))
                 return _pad(drawn, n_rank)

@@ -153,7 +153,7 @@ def load_inputs(p: Prepared, config: RunConfig, events: Callback, dist: Dist = D
     """The training inputs: the frozen prefix's features where there is a prefix to cache and
     they fit in memory, else the decoded images (the whole model then runs every step). With
     several processes each computes its block of the features and all are gathered, or each decodes
-    and keeps its own block of the pictures."""
+    and keeps its own share of the pictures (dealt, so that every category is in every share)."""
     split = find_prefix_split(p.model) if config.train.feature_cache else None
     p.split = split
     p.model.eval()
@@ -165,7 +165,7 @@ def load_inputs(p: Prepared, config: RunConfig, events: Callback, dist: Dist = D
         p.split = None
         p.sharded = dist.active
         total = len(p.train_paths) + len(p.val_paths)
-        tb, vb = dist.block(len(p.train_paths)), dist.block(len(p.val_paths))
+        tb, vb = dist.deal(len(p.train_paths)), dist.deal(len(p.val_paths))
         p.train_x, p.train_y = _decode(p, p.train_paths[tb], p.train_labels[tb], events, 0, total, dist,
                                        len(p.train_paths))
         p.val_x, p.val_y = _decode(p, p.val_paths[vb], p.val_labels[vb], events, len(p.train_paths), total, dist,
@@ -194,7 +194,7 @@ def _decode(p: Prepared, paths, labels, events: Callback, done_before: int = 0, 
 
 
 def _shown(done: int, n: int, n_all: int, dist: Dist) -> int:
-    """Progress through ``n_all`` pictures as rank 0 tells it from its own block of ``n``."""
+    """Progress through ``n_all`` pictures as rank 0 tells it from its own share of ``n``."""
     return done if not dist.active else (n_all if done >= n else min(done * dist.world_size, n_all))
 
 
@@ -347,7 +347,7 @@ def make_batches(p: Prepared, config: RunConfig, dist: Dist = Dist()) -> Batches
     n_here = len(p.train_y)
     n_train = n_here
     counts = None
-    if p.sharded:   # each process holds its own block: the class counts and the total are summed
+    if p.sharded:   # each process holds its own share: the class counts and the total are summed
         counts = dist.sum_tensor(torch.bincount(p.train_y.cpu(), minlength=len(p.classes)))
         n_train = int(counts.sum())
         p.val_total = int(dist.sum([len(p.val_y)])[0])

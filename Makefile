@@ -12,7 +12,7 @@ PORT ?= 8501
 LOCAL_NAMES := localhost 127.0.0.1 ::1
 ALLOWED_HOSTS ?= $(LOCAL_NAMES) $(if $(filter-out 127.0.0.1 localhost,$(HOST)),$(HOST) $(shell hostname 2>/dev/null) $(shell hostname -I 2>/dev/null))
 
-.PHONY: run test check install system-deps bench clean
+.PHONY: run classroom test check install system-deps bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ run: $(STAMP)
 	$(PY) -m tl_core.data.sample
 	MALLOC_ARENA_MAX=1 $(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
 		$(foreach h,$(ALLOWED_HOSTS),--server.allowedHosts $(h))
+
+# A classroom server (README, "Classroom"): listens on this machine's network address (HOST=... and PORT=...
+# override it, ALLOWED_HOSTS=... the names browsers may use), prints the address, a class code and a
+# teacher code (TL_CLASSROOM_CODE / TL_TEACHER_CODE to choose them), and gives every browser that enters
+# the code a workspace of its own. HOST is passed on only when set on the command line or in the environment.
+classroom: $(STAMP)
+	$(PY) -m tl_core.data.sample
+	MALLOC_ARENA_MAX=1 $(PY) -m tl_core.app.classroom --port $(PORT) \
+		$(if $(filter file,$(origin HOST)),,--host $(HOST)) \
+		$(if $(filter file,$(origin ALLOWED_HOSTS)),,--allowed-hosts "$(ALLOWED_HOSTS)")
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run_bench.py

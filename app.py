@@ -80,7 +80,10 @@ def project_section() -> None:
         # the file is built when clicked, in another thread where this session's state cannot be read:
         # the callable takes a copy of the choices as they are now
         chosen = UIState.from_dict(state.to_dict())
-        st.download_button("Save this project", data=lambda: project_bytes(chosen), file_name=f"{name}.tlproj",
+        from tl_core.app.workspace import runs_dir
+
+        folder = runs_dir()  # this user's runs, found now (a classroom student's own folder)
+        st.download_button("Save this project", data=lambda: project_bytes(chosen, folder), file_name=f"{name}.tlproj",
                            mime="application/octet-stream", disabled=not ready, icon=":material/save:",
                            key="home_project_save", on_click="ignore",
                            help="Choose your pictures on the Data page first." if not ready else None)

@@ -43,8 +43,10 @@ with tab_folder:
         sig = uploaded_signature(files)
         if st.session_state.get("data_upload_dir_sig") != sig:
             with guard():
+                from tl_core.app.classroom import check_upload
                 from tl_core.data.uploads import save_uploaded_files
 
+                check_upload(sum(int(getattr(f, "size", 0) or 0) for f in files), files=len(files))  # per-student limits
                 dest = new_upload_dir("folder")
                 with st.spinner(f"Saving {len(files)} files…"):
                     report = save_uploaded_files(((f.name, f) for f in files), dest)
@@ -68,11 +70,14 @@ with tab_zip:
         sig = uploaded_signature([zfile])
         if st.session_state.get("data_upload_zip_sig") != sig:
             with guard():
+                from tl_core.app.classroom import check_unpacked, check_upload
                 from tl_core.data.uploads import extract_zip
 
+                check_upload(int(getattr(zfile, "size", 0) or 0))  # per-student limits
                 dest = new_upload_dir("zip")
                 with st.spinner("Unpacking…"):
                     report = extract_zip(zfile, dest)
+                check_unpacked(report.dest)
                 st.session_state["data_upload_zip_sig"] = sig
                 use_folder(report.dest, "zip")
                 st.success(f"Unpacked {len(report.saved)} files.", icon=":material/check_circle:")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import (require_app, current_run_dir, figure, guard, header, need_data, next_step, save, ui,
-                           view_run)
+from pages._shared import (require_app, current_run_dir, figure, guard, header, need_data, next_step,
+                           queue_start_words, save, ui, view_run)
 from tl_core.app import jobs
 from tl_core.config import AUGMENTS, BALANCE_MODES, DEFAULT_LR, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
@@ -51,10 +51,14 @@ def remember(**values) -> None:
 
 
 def settings() -> TrainConfig | None:
+    from tl_core.app.classroom import limits
+
     current = state.train_config()
-    epochs = st.number_input("Epochs (passes over your pictures)", 1, 200, value=int(current.epochs), step=1,
-                             key="train_epochs",
-                       help="More epochs can help a bit; training stops early by itself when it stops improving.")
+    most = limits().epochs or 200   # a classroom server's limit per student (also enforced when it starts)
+    epochs = st.number_input("Epochs (passes over your pictures)", 1, most, value=min(int(current.epochs), most),
+                             step=1, key="train_epochs",
+                             help="More epochs can help a bit; training stops early by itself when it stops "
+                                  "improving." + (f" On this server at most {most}." if most < 200 else ""))
     with st.expander("Advanced settings"):
         a, b = st.columns(2)
         with a:
@@ -199,15 +203,44 @@ def draw(view) -> None:
                    + f" · weights: {d.get('weights', '')}")
 
 
+def queue_box(run_dir: str) -> bool:
+    """While this run waits in line: its place, when it should start, and Cancel. False when it is not
+    waiting (any more)."""
+    place = jobs.queue_place(run_dir)
+    if place is None:
+        return False
+    ahead = place.place - 1
+    before = ("A Lab experiment is running first. " if place.behind_lab else "") + (
+        "Another training runs now; yours is next." if ahead == 0 else
+        f"Another training runs now, and {ahead} more wait{'s' if ahead == 1 else ''} before yours.")
+    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    c1.info(f"**Waiting in line: number {place.place} of {place.waiting}.** {before} "
+            f"{queue_start_words(place.start_in_seconds)} You can close this tab: it starts by itself, and this "
+            "page shows it when you come back.", icon=":material/hourglass_top:")
+    if c2.button("Cancel", key="train_cancel", icon=":material/close:", help="Leave the line; nothing was trained yet."):
+        if jobs.cancel_waiting(run_dir):
+            view_run(None)
+            st.toast("Taken out of the line.", icon=":material/close:")
+        st.rerun(scope="app")
+    return True
+
+
 @st.fragment(run_every=1.0)
 def live(run_dir: str) -> None:
-    """Redrawn every second while the run trains; a full rerun when it ends (buttons change)."""
+    """Redrawn every second while the run trains (or waits in line); a full rerun when it ends or starts
+    (buttons change)."""
+    waiting = queue_box(run_dir)
+    if st.session_state.get("train_was_waiting") and not waiting:
+        st.session_state["train_was_waiting"] = False
+        st.rerun(scope="app")
+    st.session_state["train_was_waiting"] = waiting
     try:
         view = live_view(run_dir)
     except TransferLabError as err:
         st.error(str(err))
         return
-    draw(view)
+    if not waiting:
+        draw(view)
     if not view.active:
         st.rerun(scope="app")
 
@@ -432,7 +465,7 @@ def compare_section(runs: list[dict]) -> None:
 
 with guard():
     run_dir = current_run_dir()
-    active_job = jobs.active_job()
+    active_job = jobs.own_job()   # this user's job, training or waiting in line (another student's is not theirs)
     view = live_view(run_dir) if run_dir else None
     root = need_data() if not (view and view.active) else state.data_root
 
@@ -456,7 +489,9 @@ with guard():
         with c2:
             stop = st.button("Stop", key="train_stop", icon=":material/stop:", disabled=not (view and view.active))
         if active_job is not None and not start:
-            st.caption("A model is training. You can look at the other pages meanwhile; it keeps going.")
+            st.caption("Your model is waiting in line. You can look at the other pages meanwhile; it starts by "
+                       "itself." if active_job.waiting else
+                       "A model is training. You can look at the other pages meanwhile; it keeps going.")
 
         if start and train_cfg is not None:
             with guard():
@@ -465,6 +500,9 @@ with guard():
                 view_run(job.run_dir)
                 st.rerun()
         if stop and view is not None:
+            if jobs.is_waiting(view.run_dir) and jobs.cancel_waiting(view.run_dir):
+                view_run(None)
+                st.rerun()
             if jobs.stop_training(view.run_dir):
                 st.toast("Stopping after the current step…", icon=":material/stop:")
             else:

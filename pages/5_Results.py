@@ -223,7 +223,7 @@ def likely_mistakes(run_dir: str, run: RunFolder, ctx: dict) -> None:
 def fix_and_retrain(run_dir: str, ctx: dict) -> None:
     """The fixes made since this run, Undo, and Retrain with the same settings."""
     from tl_core.app import aftercare
-    from tl_core.app.jobs import active_job
+    from tl_core.app.jobs import own_job
 
     st.subheader("Fix and retrain")
     _fix_note()
@@ -248,7 +248,7 @@ def fix_and_retrain(run_dir: str, ctx: dict) -> None:
     if started and run_dir in (started.get("from"), started.get("run")):
         st.success(markdown_safe(started["words"]), icon=":material/fitness_center:")
         st.page_link(PAGES["train"], label="Watch it train", icon=":material/monitoring:")
-    busy = active_job() is not None
+    busy = own_job() is not None   # the user's own training (another student's only makes it wait in line)
     if st.button("Retrain with the fixes", key="results_retrain", type="primary", icon=":material/replay:",
                  disabled=not made or busy,
                  help="A new run with exactly this run's settings, on the pictures as they are now."):
@@ -261,7 +261,7 @@ def fix_and_retrain(run_dir: str, ctx: dict) -> None:
             view_run(started.job.run_dir)
             st.rerun()
     elif busy:
-        st.caption("A model is training now: retrain when it has finished.")
+        st.caption("Your model is training or waiting in line now: retrain when it has finished.")
 
 
 with guard():

@@ -20,7 +20,8 @@ from tl_core.app.formatting import markdown_safe, model_title, preset_short, run
 from tl_core.app.live import live_view
 from tl_core.app.sessions import SESSION_PARAM, load_session, new_token, save_session, valid_token
 from tl_core.app.state import UIState, pick_run_to_show
-from tl_core.app.workspace import runs_dir
+from tl_core.app import classroom
+from tl_core.app.workspace import classroom_mode, owns_run, runs_dir, set_session_source
 
 
 class _Jobs:
@@ -35,6 +36,12 @@ class _Jobs:
         active = getattr(sys.modules.get("tl_core.app.jobs"), "active_job", None)
         return active() if active is not None else None
 
+    @staticmethod
+    def own_job():
+        """This session's job in line (training or waiting); on a laptop, the one user's."""
+        own = getattr(sys.modules.get("tl_core.app.jobs"), "own_job", None)
+        return own() if own is not None else None
+
 
 jobs = _Jobs()
 
@@ -46,6 +53,7 @@ PAGES = {
     "results": "pages/5_Results.py",
     "try": "pages/6_Try_and_export.py",
     "lab": "pages/7_Lab.py",
+    "teacher": "pages/8_Teacher.py",
 }
 
 STEPS = [
@@ -90,6 +98,16 @@ def app_frame(home):
     st.set_page_config(page_title="Transfer Lab", page_icon=_icon(), layout="wide",
                        initial_sidebar_state="collapsed" if presenting else "auto")
     st.html(LAYOUT_CSS + (PRESENTATION_CSS if presenting else ""))
+    if classroom_mode() and not admitted():
+        # nothing of the app before the class code: no page, no choices, no runs (any page's address
+        # lands here too: the navigation knows no other page)
+        # every page's address leads to the door (a bookmark of /Train opens Train once the code is in)
+        door = [st.Page(class_code_page, title="Class code", icon=":material/key:", default=True, url_path="home")]
+        door += [st.Page(class_code_page, title="Class code", url_path=Path(file).stem.split("_", 1)[1])
+                 for file in PAGES.values()]
+        st.navigation(door, position="hidden").run()
+        st.stop()
+    teacher = classroom_mode() and classroom.is_teacher(session_token())
     page = st.navigation([
         st.Page(home, title="Home", icon=":material/home:", default=True, url_path="home"),
         st.Page(PAGES["data"], title="Data", icon=":material/folder:"),
@@ -99,6 +117,8 @@ def app_frame(home):
         st.Page(PAGES["results"], title="Results", icon=":material/bar_chart:"),
         st.Page(PAGES["try"], title="Try & export", icon=":material/photo_camera:"),
         st.Page(PAGES["lab"], title="Lab", icon=":material/science:"),
+        *([st.Page(PAGES["teacher"], title="Teacher", icon=":material/school:",
+                   visibility="visible" if teacher else "hidden")] if classroom_mode() else []),
     ])
     session_token()  # before anything else: the address names this session's choices
     ui()  # load them once per session
@@ -171,6 +191,54 @@ def _home_stand_in() -> None:
     st.switch_page(PAGES["data"])  # never reached: once navigation exists, app.py draws Home
 
 
+def _admitted_session() -> str | None:
+    """The session token when this browser session entered the class code (read by
+    :mod:`tl_core.app.workspace` to find the student's folders; None in background threads)."""
+    token = st.session_state.get("tl_session")
+    return token if token and st.session_state.get("tl_admitted") == token else None
+
+
+set_session_source(_admitted_session)
+
+if classroom_mode():
+    # Thirty sessions draw their first chart at once in a classroom: plotly imports pandas on first use,
+    # and a second script thread arriving mid-import got a half-made module ("partially initialized
+    # module 'pandas' has no attribute 'Series'", seen in tests/test_browser_classroom.py). Imported
+    # here, once, while Python's lock on this module keeps the other sessions waiting.
+    import pandas  # noqa: F401,E402
+    import plotly.graph_objects  # noqa: F401,E402
+
+
+def admitted() -> bool:
+    """On a classroom server: whether this browser session entered the class code (recorded per
+    session token, so a refresh does not ask again; a workspace the teacher cleaned up asks again)."""
+    token = session_token()
+    if classroom.is_admitted(token):
+        st.session_state["tl_admitted"] = token
+        return True
+    for key in ("tl_admitted", "tl_ui", "tl_view_run"):
+        st.session_state.pop(key, None)
+    return False
+
+
+def class_code_page() -> None:
+    """The only page before the class code: one field for it, one for an optional name."""
+    st.title("Transfer Lab")
+    st.markdown("#### Welcome to the class. Type the **class code** your teacher shows to begin.")
+    with st.form("classroom_gate", border=True):
+        code = st.text_input("Class code", key="gate_code", max_chars=20, placeholder="for example K7P4QX")
+        name = st.text_input("Your name (optional: only your teacher sees it)", key="gate_name",
+                             max_chars=classroom.NAME_MAX_CHARS)
+        entered = st.form_submit_button("Enter", type="primary", icon=":material/login:", key="gate_enter")
+    st.caption("Everything you do here (your pictures, your models) is yours alone: other students cannot see it. "
+               "Keep this page's address to come back to your work; anyone with the address can open it.")
+    if entered:
+        with guard():
+            classroom.admit(session_token(), code, name)
+            st.session_state["tl_admitted"] = session_token()
+            st.rerun()
+
+
 def session_token() -> str:
     """This browser session's name, kept in the address (``?session=...``) so that a refresh or a
     server restart finds the same choices; a new tab without it starts clean."""
@@ -199,13 +267,14 @@ def current_run_dir() -> str | None:
     """The run this session is looking at: one the user picked in this tab, else a running job (so
     a refresh or a second tab reattaches to it), else the remembered run, else the newest."""
     picked = st.session_state.get("tl_view_run")
-    if picked and (Path(picked) / "config.json").is_file():
+    if picked and (Path(picked) / "config.json").is_file() and owns_run(picked):
         return picked
     state = ui()
-    job = jobs.active_job()
+    job = jobs.own_job()
     active = job.run_dir if job is not None else None
     runs = [] if active else list_runs(runs_dir())
-    chosen = pick_run_to_show(state.run_dir, active, runs)
+    remembered = state.run_dir if owns_run(state.run_dir) else None  # never another student's, however named
+    chosen = pick_run_to_show(remembered, active, runs)
     if chosen != state.run_dir:
         state.run_dir = chosen
         save()
@@ -213,7 +282,9 @@ def current_run_dir() -> str | None:
 
 
 def view_run(run_dir: str | None) -> None:
-    """Look at this run in this tab (and remember it as the current run)."""
+    """Look at this run in this tab (and remember it as the current run). Only the user's own runs."""
+    if run_dir and not owns_run(run_dir):
+        run_dir = None
     st.session_state["tl_view_run"] = run_dir
     if run_dir:
         ui().run_dir = run_dir
@@ -329,8 +400,15 @@ def sidebar_training() -> None:
 
 @st.fragment(run_every=2.0)
 def _sidebar_training() -> None:
-    job = jobs.active_job()
+    job = jobs.own_job()
     if job is None:
+        return
+    if job.waiting:
+        place = jobs.queue_place(job.run_dir)
+        if place is not None:
+            st.caption(f"Your training waits in line: number {place.place}. "
+                       f"{queue_start_words(place.start_in_seconds)}")
+            st.page_link(PAGES["train"], label="See it on Train", icon=":material/hourglass_top:")
         return
     try:
         view = live_view(job.run_dir)
@@ -341,6 +419,20 @@ def _sidebar_training() -> None:
     st.caption("Training now")
     st.progress(view.bar_fraction(), text=view.progress_text())
     st.page_link(PAGES["train"], label="Watch it train", icon=":material/monitoring:")
+
+
+def queue_start_words(seconds: float | None) -> str:
+    """"It should start in about 2 min (around 10:42)." from the seconds until it starts."""
+    import time as _time
+
+    from tl_core.app.formatting import format_seconds
+
+    if seconds is None:
+        return "It starts when the trainings before it have finished."
+    if seconds < 5:
+        return "It should start in a moment."
+    at = _time.strftime("%H:%M", _time.localtime(_time.time() + seconds))
+    return f"It should start in about {format_seconds(seconds)} (around {at})."
 
 
 def figure(name: str, *args, **kwargs):

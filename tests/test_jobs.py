@@ -27,7 +27,7 @@ def test_job_runs_in_background_and_stops(fmnist_small, tmp_path):
     job = jobs.start_training(_cfg(fmnist_small, epochs=50), runs_dir=tmp_path)
     try:
         assert jobs.active_job() is job and jobs.is_running(job.run_dir)
-        with pytest.raises(TransferLabError, match="already training"):
+        with pytest.raises(TransferLabError, match="already training"):  # one job in line per person
             jobs.start_training(_cfg(fmnist_small, epochs=1), runs_dir=tmp_path)
         # a second reader (a refreshed page) sees the same live run from the folder alone
         assert _wait(lambda: any(e["event"] == "on_batch_end" for e in RunFolder(job.run_dir).events()))

@@ -236,7 +236,7 @@ def retrain_with_fixes(run_dir: str | Path) -> Retrain:
 
     run = RunFolder.open(run_dir)
     config = run.config()
-    busy = jobs.active_job()
+    busy = jobs.own_job()   # the user's own job; someone else's training only makes this one wait in line
     if busy is not None:
         raise TransferLabError(f"A model is already training ({busy.run.run_id}). Wait for it to finish (or stop "
                                "it on the Train page), then retrain.")

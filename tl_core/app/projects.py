@@ -12,16 +12,17 @@ from pathlib import Path
 
 import tl_core
 from tl_core.app.state import UIState
-from tl_core.app.workspace import runs_dir, workspace_dir
+from tl_core.app.workspace import runs_dir, user_workspace
 from tl_core.errors import DataError
 from tl_core.projects import runs_of_data
 
 
-def project_bytes(state: UIState) -> bytes:
-    """The project of ``state`` (its data folder, the runs trained on it, its choices) as one file."""
+def project_bytes(state: UIState, runs_folder: str | Path | None = None) -> bytes:
+    """The project of ``state`` (its data folder, the runs trained on it in ``runs_folder``, by default
+    the user's runs folder, its choices) as one file."""
     if not state.data_root or not Path(state.data_root).is_dir():
         raise DataError("Choose your pictures on the Data page first: a project is built around them.")
-    runs = runs_of_data(state.data_root, runs_dir())
+    runs = runs_of_data(state.data_root, runs_folder if runs_folder is not None else runs_dir())
     with tempfile.TemporaryDirectory(prefix="tl-project-") as tmp:
         path = tl_core.save_project(Path(tmp) / Path(state.data_root).name, state.data_root, runs,
                                     choices=state.to_dict())
@@ -29,9 +30,13 @@ def project_bytes(state: UIState) -> bytes:
 
 
 def open_uploaded_project(name: str, data: bytes) -> tuple[UIState, tl_core.projects.OpenedProject]:
-    """Unpack an uploaded project into ``workspace/projects`` and return the choices to continue
-    with (the saved ones, pointed at the unpacked pictures and runs) and where it went."""
-    projects = workspace_dir() / "projects"
+    """Unpack an uploaded project into ``projects/`` of the user's workspace (a classroom student's
+    own) and return the choices to continue with (the saved ones, pointed at the unpacked pictures and
+    runs) and where it went."""
+    from tl_core.app.classroom import check_upload
+
+    check_upload(len(data))
+    projects = user_workspace() / "projects"
     projects.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tl-upload-", dir=projects) as tmp:
         upload = Path(tmp) / (Path(name).name or "project.tlproj")

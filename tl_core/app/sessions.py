@@ -5,6 +5,10 @@ A browser session is named by a random token kept in the page address (``?sessio
 or a server restart keeps the address, so the session finds its own choices again in
 ``workspace/sessions/<token>/ui_state.json``; a new tab or another browser gets a new token and a
 clean start, with "Continue where you left off" offered for the last project worked on here.
+
+On a classroom server (:mod:`tl_core.app.classroom`) the session's folder is the student's whole
+workspace (runs, uploads, experiments) and holds ``admission.json`` once the class code was entered;
+"Continue where you left off" is never offered there: the newest other session is another student's.
 """
 from __future__ import annotations
 
@@ -15,10 +19,9 @@ import time
 from pathlib import Path
 
 from tl_core.app.state import UI_STATE_FILE, UIState, read_ui_state, state_from_runs, write_ui_state
-from tl_core.app.workspace import workspace_dir
+from tl_core.app.workspace import SESSIONS_DIR, classroom_mode, workspace_dir
 
 SESSION_PARAM = "session"
-SESSIONS_DIR = "sessions"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{6,64}")
 
 
@@ -88,7 +91,10 @@ def _saved_states(exclude: str | None) -> list[tuple[float, str | None, Path]]:
 
 def last_project(exclude: str | None = None) -> LastProject | None:
     """The newest saved choices of another session whose pictures are still here; else the newest
-    run's choices (a workspace that was lost or never saved); None on a fresh computer."""
+    run's choices (a workspace that was lost or never saved); None on a fresh computer, and always None
+    on a classroom server (another session there is another student)."""
+    if classroom_mode():
+        return None
     for saved_at, token, path in _saved_states(exclude):
         state = read_ui_state(path)
         if state is not None and state.data_root:

@@ -29,10 +29,11 @@ def threads_for_this_thread(n: int) -> None:
     for every other thread.
 
     ``torch.set_num_threads`` sets the calling thread's OpenMP team size and the default that new
-    threads start with; a helper thread then puts that default back. Why one thread for live
-    prediction: on 2 cores that are busy (the video's decoding, Streamlit, a training, other
-    programs), a 2-thread forward pass of EfficientNet-Lite0 measured 0.8-2 passes a second (the
-    OpenMP threads spin waiting for each other), a 1-thread pass 16-33 (see bench/RESULTS.md)."""
+    threads start with; a helper thread then puts that default back. Why fewer threads for live
+    prediction: the video's decoding and encoding, Streamlit and maybe a training share the cores, and
+    OpenMP threads that wait for a busy core spin: on 2 busy cores a 2-thread forward pass of
+    EfficientNet-Lite0 once measured 0.8-2 passes a second against 16-33 with 1 thread (at other
+    moments 2 threads were faster: see bench/RESULTS.md, "Live camera")."""
     import torch
 
     before = torch.get_num_threads()
@@ -42,6 +43,13 @@ def threads_for_this_thread(n: int) -> None:
     helper = threading.Thread(target=torch.set_num_threads, args=(before,), name="tl-threads-restore")
     helper.start()
     helper.join()
+
+
+def live_threads() -> int:
+    """PyTorch threads for live predictions: half the cores, at least 1."""
+    from tl_core.runtime.device import cpu_cores
+
+    return max(1, cpu_cores() // 2)
 
 
 class RateMeter:
@@ -101,9 +109,11 @@ class LivePredictor:
 
     def __init__(self, predict: Callable[[Image.Image], dict], slot: FrameSlot | None = None,
                  max_per_second: float = 12.0, clock: Callable[[], float] = time.monotonic,
-                 idle_stop: float = 10.0, rate_window: float = 3.0, threads: int | None = 1):
+                 idle_stop: float = 10.0, rate_window: float = 3.0, threads: int | str | None = "auto"):
         self._predict = predict
-        self.threads = threads
+        # "auto": half the cores (1 on 2 cores), the other half for the video, the app and a training;
+        # None: the process's setting
+        self.threads = live_threads() if threads == "auto" else threads
         self.slot = slot or FrameSlot(clock=clock)
         self._min_gap = 1.0 / max_per_second if max_per_second > 0 else 0.0
         self._clock = clock

@@ -96,6 +96,25 @@ def test_only_rank_zero_hears_the_callers_callbacks():
     assert isinstance(wrapped[0], RankZeroOnly) and wrapped[0].callback is other
 
 
+def test_tl_train_nproc_hands_the_same_command_to_torchrun(monkeypatch):
+    """The launched command is the same one without --nproc (torchrun would take it for its own
+    --nproc-per-node); a bad flag is answered before any process starts."""
+    from tl_core import cli
+
+    assert cli._without_nproc(["train", "d", "--nproc", "2", "--epochs", "3"]) == ["train", "d", "--epochs", "3"]
+    assert cli._without_nproc(["--debug", "train", "d", "--nproc=4", "--npro", "2", "--quiet"]) == \
+        ["--debug", "train", "d", "--quiet"]
+    started = []
+    monkeypatch.setattr(cli, "_launch_processes", lambda n, argv: started.append((n, argv)) or 0)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cli.main(["train", "d", "--nproc", "2", "--seed", "-1"]) == cli.EXIT_ERROR and not started
+    assert cli.main(["train", "d", "--nproc", "3", "--epochs", "2"]) == 0
+    assert started == [(3, ["train", "d", "--nproc", "3", "--epochs", "2"])]
+    monkeypatch.setenv("WORLD_SIZE", "1")   # already launched: --nproc is ignored, this process trains
+    started.clear()
+    assert cli.main(["train", "/no/such/folder", "--nproc", "3", "--epochs", "1"]) == cli.EXIT_FAILED and not started
+
+
 # -- real processes through torchrun -----------------------------------------------------------------
 
 def _env(cache: Path, **extra) -> dict:

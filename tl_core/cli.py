@@ -175,14 +175,15 @@ def _launch_processes(nproc: int, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "tl_core", *_without_nproc(argv)]
     proc = subprocess.Popen(cmd)
-    previous = None
+    previous, interrupted = None, threading.Event()
     if threading.current_thread() is threading.main_thread():   # Ctrl-C reaches the launcher, which stops all
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
     try:
-        return proc.wait()
+        code = proc.wait()
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+    return EXIT_INTERRUPTED if interrupted.is_set() and code != 0 else code
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:

@@ -429,6 +429,10 @@ def _init(rank: int, world: int, device: str) -> Dist:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     backend = "nccl" if use_cuda else "gloo"
+    if use_cuda and local_world > torch.cuda.device_count():
+        raise ConfigError(f"{local_world} training processes were started on this computer, but it has "
+                          f"{torch.cuda.device_count()} GPU(s): each process needs its own. Start at most "
+                          f"{torch.cuda.device_count()} (--nproc-per-node), or train on the CPU with --device cpu.")
     if use_cuda:
         torch.cuda.set_device(local_rank)
     try:

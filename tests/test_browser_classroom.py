@@ -114,30 +114,32 @@ def test_classroom_in_the_browser_code_isolation_queue_and_teacher(dirs, server)
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
         pages = {}
-        for who in ("nobody", "ada", "ben", "teacher"):
+        for who in ("ada", "ben", "teacher"):
             pages[who] = browser.new_context(viewport={"width": 1024, "height": 768}).new_page()
             pages[who].set_default_timeout(60_000)
-        nobody, ada, ben, teacher = (pages[k] for k in ("nobody", "ada", "ben", "teacher"))
+        ada, ben, teacher = (pages[k] for k in ("ada", "ben", "teacher"))
         try:
-            # -- no code: the code form, whatever the address names; no navigation, no page
-            for path in ("/Train", "/Teacher"):
-                nobody.goto(f"{url}{path}?session={ADA}")
-                expect(nobody.get_by_label("Class code", exact=True)).to_be_visible(timeout=90_000)
-                wait_idle(nobody)
-                assert nobody.locator('[data-testid="stSidebarNav"]').count() == 0
-                assert nobody.get_by_role("heading", name="Train").count() == 0
-            nobody.get_by_label("Class code", exact=True).fill("WRONG9")
-            nobody.get_by_role("button", name="Enter").click()
-            expect(nobody.get_by_text("That is not the class code", exact=False)).to_be_visible()
-            shot(nobody, "classroom_1024_code")
-
+            # -- no code: the code form, whatever the address names (here a bookmark of Train); no
+            # navigation, no page, no choices; a wrong code is refused
+            ada.goto(f"{url}/Train?session={ADA}")
+            expect(ada.get_by_label("Class code", exact=True)).to_be_visible(timeout=90_000)
+            wait_idle(ada)
+            assert ada.locator('[data-testid="stSidebarNav"]').count() == 0
+            assert ada.get_by_role("heading", name="Train").count() == 0
+            assert ada.get_by_role("button", name="Start training").count() == 0
+            ada.get_by_label("Class code", exact=True).fill("WRONG9")
+            ada.get_by_role("button", name="Enter").click()
+            expect(ada.get_by_text("That is not the class code", exact=False)).to_be_visible()
+            shot(ada, "classroom_1024_code")
             step("no code")
-            # -- two students enter the code and open Train
-            _enter(ada, url, ADA, CODE.lower(), "Ada")
+
+            # -- two students enter the code (Ada lands on the page her address named) and open Train
+            ada.get_by_label("Class code", exact=True).fill(CODE.lower())
+            ada.get_by_label("Your name (optional: only your teacher sees it)").fill("Ada")
+            ada.get_by_role("button", name="Enter").click()
             _enter(ben, url, BEN, CODE, "Ben")
+            nav(ben, "Train")
             for page in (ada, ben):
-                expect(page.get_by_role("heading", name="Transfer Lab", exact=True).first).to_be_visible()
-                nav(page, "Train")
                 expect(page.get_by_role("button", name="Start training")).to_be_enabled(timeout=60_000)
                 wait_idle(page)
 
@@ -175,9 +177,10 @@ def test_classroom_in_the_browser_code_isolation_queue_and_teacher(dirs, server)
             cells = ada.evaluate(TABLE_CELLS_JS)   # All runs: her one run
             assert cells.count("finished") == 1, cells
             step("isolation")
-            # -- the teacher: the teacher code at the door, then the Teacher page
-            _enter(teacher, url, TEACHER_SESSION, TEACHER)
-            nav(teacher, "Teacher")
+            # -- the teacher: the teacher code at the door of the Teacher page's address
+            teacher.goto(f"{url}/Teacher?session={TEACHER_SESSION}")
+            teacher.get_by_label("Class code", exact=True).fill(TEACHER)
+            teacher.get_by_role("button", name="Enter").click()
             expect(teacher.get_by_role("heading", name="Students (2)")).to_be_visible()
             wait_idle(teacher)
             step("teacher page")

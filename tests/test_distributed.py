@@ -117,6 +117,61 @@ def test_tl_train_nproc_hands_the_same_command_to_torchrun(monkeypatch):
 
 # -- real processes through torchrun -----------------------------------------------------------------
 
+HELPERS_WORKER = r"""
+import json, torch
+from tl_core.errors import RunError
+from tl_core.training import distributed
+
+calls = []
+with distributed.session("cpu") as d:
+    assert d.active and d.world_size == 2 and d.backend == "gloo"
+    r = d.rank
+    out = {"sum": d.sum([r + 1, 0.5]), "mean": d.mean(float(r)), "any": d.any(r == 1), "none": d.any(False),
+           "max": d.max(10 * r + 3)}
+    out["sum_tensor"] = d.sum_tensor(torch.tensor([r, 1])).tolist()
+    # rank 0's share is empty (as when none of its pictures could be read): the others' rows, in rank order
+    x = torch.empty(0) if r == 0 else torch.arange(6, dtype=torch.float32).reshape(3, 2) + 10 * r
+    out["rows"] = d.gather_rows(x).tolist()
+    out["labels"] = d.gather_rows(torch.tensor([r, r], dtype=torch.long)).tolist()
+    out["from_main"] = d.from_main(lambda: calls.append(r) or {"split": "made by rank %d" % r})
+    out["made_here"] = calls
+    model = torch.nn.Linear(3, 2)
+    torch.nn.init.constant_(model.weight, 0.5)
+    torch.nn.init.constant_(model.bias, 0.0)
+    d.check_in_step(model)                    # the same weights everywhere: nothing said
+    if r == 1:
+        with torch.no_grad():
+            model.weight[0, 0] += 1.0
+    try:
+        d.check_in_step(model)
+        out["diverged"] = None
+    except RunError as err:
+        out["diverged"] = str(err)
+    if r == 1:
+        d.report_failure("rank 1 says why", "details")
+    d.barrier()
+    out["peer"] = d.peer_failure(wait_s=5) if r == 0 else None
+    if r == 0:
+        print(json.dumps(out), flush=True)
+"""
+
+
+def test_helpers_across_two_gloo_processes(tmp_path):
+    """The reduce, gather and share helpers in two real gloo processes started by torchrun."""
+    script = tmp_path / "worker.py"
+    script.write_text(HELPERS_WORKER)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script)], env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = _last_json(proc.stdout)
+    assert out["sum"] == [3.0, 1.0] and out["mean"] == 0.5 and out["any"] is True and out["none"] is False
+    assert out["max"] == 13 and out["sum_tensor"] == [1, 2]
+    assert out["rows"] == [[10.0, 11.0], [12.0, 13.0], [14.0, 15.0]] and out["labels"] == [0, 0, 1, 1]
+    assert out["from_main"] == {"split": "made by rank 0"} and out["made_here"] == [0]   # made once, by rank 0
+    assert out["diverged"] and "different weights" in out["diverged"]
+    assert out["peer"]["rank"] == 1 and out["peer"]["message"] == "rank 1 says why" and out["peer"]["detail"] == "details"
+
+
 def _env(cache: Path, **extra) -> dict:
     env = dict(os.environ, TL_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1", TL_OFFLINE="1", TL_DIST_TIMEOUT="120",
                PYTHONUNBUFFERED="1")

@@ -200,16 +200,17 @@ class Trainer:
 
     def _forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         s = self.state
-        ddp = s.ddp if train else None   # several processes: training steps average their gradients
+        # several processes: training steps go through DDP (it averages the gradients), checks do not
+        ddp = s.ddp if train and s.ddp is not None else None
         if s.mode == "features":
-            return (ddp or s.split.suffix)(x.float())
+            return (ddp if ddp is not None else s.split.suffix)(x.float())
         xf = x.float()
         if train and self.batches.augment.enabled:
             xf = self.batches.augment(xf)
         xf = s.normalize(xf)
         if s.dev.channels_last:
             xf = xf.contiguous(memory_format=torch.channels_last)
-        return (ddp or s.net)(xf)
+        return (ddp if ddp is not None else s.net)(xf)
 
     def _val_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The validation inputs this process checks (all of them in a single process)."""
@@ -268,7 +269,7 @@ class Trainer:
         together = not (self.dist.active and status == "failed")
         if self.best.state is not None:
             self.state.model.load_state_dict(self.best.state)
-            if together:
+            if together and status == "finished":
                 self.dist.check_in_step(self.state.model)
             try:
                 per_class = self._per_class_accuracy() if together else None

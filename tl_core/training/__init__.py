@@ -10,6 +10,8 @@
 * :mod:`~tl_core.training.features`: the frozen prefix run once per image, cached on disk;
 * :mod:`~tl_core.training.decoded`: images decoded once into memory;
 * :mod:`~tl_core.training.augment`: batch augmentation on the device;
+* :mod:`~tl_core.training.distributed`: several processes under torchrun (``tl train --nproc N``): shares of
+  the data, sums over the processes, DistributedDataParallel; the identity in one process;
 * :mod:`~tl_core.training.estimate`: time estimates before training (import it from there).
 """
 from tl_core.training.callbacks import (Callback, CallbackList, DiagnosisWarnings, EarlyStopping, NanGuard,

@@ -48,7 +48,7 @@ from tl_core.training.callbacks import Callback
 
 TIMEOUT_ENV = "TL_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
-FAIL_RANK_ENV = "TL_TEST_FAIL_RANK"   # tests: this rank fails on purpose (see injected_failure)
+FAIL_RANK_ENV = "TL_TEST_FAIL_RANK"   # tests: this rank fails on purpose (see InjectedFailure)
 FAIL_AT_ENV = "TL_TEST_FAIL_AT"       # "epoch" (after the first epoch, the default) or "prepare"
 PEER_WAIT_S = 3.0                     # how long a failing rank 0 waits for another process's message
 

@@ -215,7 +215,7 @@ def queue_box(run_dir: str) -> bool:
         f"Another training runs now, and {ahead} more wait{'s' if ahead == 1 else ''} before yours.")
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     c1.info(f"**Waiting in line: number {place.place} of {place.waiting}.** {before} "
-            f"{queue_start_words(place.start_in_seconds)} You can close this tab: it starts by itself, and this "
+            f"{queue_start_words(place.start_in_seconds, place.guessed)} You can close this tab: it starts by itself, and this "
             "page shows it when you come back.", icon=":material/hourglass_top:")
     if c2.button("Cancel", key="train_cancel", icon=":material/close:", help="Leave the line; nothing was trained yet."):
         if jobs.cancel_waiting(run_dir):

@@ -57,7 +57,7 @@ def training_line() -> dict[str, str]:
             continue
         out[job.run_dir] = f"waiting ({place.place})"
         lines.append(f"{len(lines) + 1}. {markdown_safe(names.get(job.owner or '', 'the teacher'))}: "
-                     f"{queue_start_words(place.start_in_seconds).lower()}")
+                     f"{queue_start_words(place.start_in_seconds, place.guessed).lower()}")
     st.markdown("\n".join(lines))
     return out
 

@@ -407,7 +407,7 @@ def _sidebar_training() -> None:
         place = jobs.queue_place(job.run_dir)
         if place is not None:
             st.caption(f"Your training waits in line: number {place.place}. "
-                       f"{queue_start_words(place.start_in_seconds)}")
+                       f"{queue_start_words(place.start_in_seconds, place.guessed)}")
             st.page_link(PAGES["train"], label="See it on Train", icon=":material/hourglass_top:")
         return
     try:
@@ -421,8 +421,9 @@ def _sidebar_training() -> None:
     st.page_link(PAGES["train"], label="Watch it train", icon=":material/monitoring:")
 
 
-def queue_start_words(seconds: float | None) -> str:
-    """"It should start in about 2 min (around 10:42)." from the seconds until it starts."""
+def queue_start_words(seconds: float | None, guessed: bool = False) -> str:
+    """"It should start in about 2 min (around 10:42)." from the seconds until it starts; ``guessed``:
+    a training before it was never timed here, so the time is a rough guess and says so."""
     import time as _time
 
     from tl_core.app.formatting import format_seconds
@@ -432,7 +433,8 @@ def queue_start_words(seconds: float | None) -> str:
     if seconds < 5:
         return "It should start in a moment."
     at = _time.strftime("%H:%M", _time.localtime(_time.time() + seconds))
-    return f"It should start in about {format_seconds(seconds)} (around {at})."
+    return (f"It should start in about {format_seconds(seconds)} (around {at})"
+            + ("; a rough guess, as a training before it was never timed on this computer." if guessed else "."))
 
 
 def figure(name: str, *args, **kwargs):

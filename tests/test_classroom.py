@@ -184,7 +184,7 @@ def _texts(at: AppTest) -> str:
     return "\n".join(parts)
 
 
-def test_classroom_pages_ask_for_the_code_and_show_only_ones_own_runs(room):
+def test_classroom_pages_ask_for_the_code_and_show_only_ones_own_runs(room, monkeypatch):
     ws = room / "workspace" / "sessions"
     b_run = fake_run(ws / B / "runs", "b-secret-run")
     classroom.admit(B, CODE)
@@ -227,6 +227,17 @@ def test_classroom_pages_ask_for_the_code_and_show_only_ones_own_runs(room):
     students = teacher.dataframe[0].value
     assert sorted(students["Student"]) == ["Ada", f"Student {B[:4]}"]
     assert set(students["Runs"]) == {1}
+    # cleanup on the teacher's click (never the teacher's own workspace), and its undo
+    monkeypatch.setenv("TL_CLASSROOM_CLEANUP_DAYS", "0")   # the documented setting: the age offered
+    teacher = _page(A, "pages/8_Teacher.py")                # (a refresh: the teacher is not asked again)
+    assert teacher.number_input(key="teacher_cleanup_days").value == 0
+    teacher.button(key="teacher_cleanup").click().run()
+    assert not teacher.exception and not classroom.is_admitted(B) and classroom.is_admitted(A)
+    teacher = _page(A, "pages/8_Teacher.py")
+    restore = [b for b in teacher.button if b.key.startswith("teacher_restore_")]
+    assert len(restore) == 1
+    restore[0].click().run()
+    assert not teacher.exception and classroom.is_admitted(B) and (ws / B / "runs" / "b-secret-run").is_dir()
 
 
 # -- the training line ------------------------------------------------------------------------------

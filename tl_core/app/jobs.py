@@ -86,6 +86,7 @@ class QueuePlace:
     start_in_seconds: float
     behind_lab: bool        # a Lab experiment runs first
     job: Job
+    guessed: bool = False   # a job before it has no time estimate (its model was never timed here)
 
 
 def _lab_busy() -> bool:
@@ -148,8 +149,9 @@ class JobRegistry:
             current = self.active()
         seconds = self._time_left(current) if current is not None else 0.0
         seconds += sum(j.estimated_seconds or UNKNOWN_JOB_SECONDS for j in ahead)
+        guessed = any(j.estimated_seconds is None for j in ahead + ([current] if current is not None else []))
         return QueuePlace(place=len(ahead) + 1, waiting=len(line), start_in_seconds=seconds,
-                          behind_lab=_lab_busy(), job=job)
+                          behind_lab=_lab_busy(), job=job, guessed=guessed)
 
     @staticmethod
     def _time_left(job: Job) -> float:

@@ -49,7 +49,7 @@ from tl_core.training.callbacks import Callback
 TIMEOUT_ENV = "TL_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
 FAIL_RANK_ENV = "TL_TEST_FAIL_RANK"   # tests: this rank fails on purpose (see InjectedFailure)
-FAIL_AT_ENV = "TL_TEST_FAIL_AT"       # "epoch" (after the first epoch, the default) or "prepare"
+FAIL_AT_ENV = "TL_TEST_FAIL_AT"       # "epoch" (after epoch 1, the default), "epoch:N" or "prepare"
 PEER_WAIT_S = 3.0                     # how long a failing rank 0 waits for another process's message
 
 
@@ -364,7 +364,8 @@ class RankZeroOnly(Callback):
 
 
 class InjectedFailure(Callback):
-    """For tests of failure handling: this process fails on purpose, during preparation or after epoch 1."""
+    """For tests of failure handling: this process fails on purpose, during preparation ("prepare") or
+    at the end of an epoch ("epoch": the first, "epoch:N": the N-th)."""
 
     def __init__(self, rank: int, at: str):
         self.rank, self.at = rank, at
@@ -377,7 +378,7 @@ class InjectedFailure(Callback):
             self._fail()
 
     def on_epoch_end(self, epoch, logs):
-        if self.at == "epoch" and epoch == 1:
+        if self.at.startswith("epoch") and epoch == int(self.at.partition(":")[2] or 1):
             self._fail()
 
 

@@ -52,6 +52,25 @@ def test_reduce_helpers_are_the_identity_for_one_process(monkeypatch):
     assert distributed.current().world_size == 1
 
 
+def test_a_training_thread_is_one_process_whatever_the_environment(monkeypatch):
+    """The app trains in a background thread: WORLD_SIZE in its environment (a cluster's) must not make it
+    wait for processes that will never come."""
+    import threading
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    seen = []
+
+    def job():
+        with distributed.session() as d:
+            seen.append((d.world_size, torch.distributed.is_initialized()))
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join(timeout=30)
+    assert seen == [(1, False)]
+
+
 def test_sharing_the_data_between_processes_covers_every_picture_once():
     """What each rank takes, computed without a process group: feature blocks partition the pictures
     in order (gathered back in that order), validation strides partition them, and each epoch DistributedSampler deals every training input to

@@ -404,10 +404,11 @@ def current() -> Dist:
 @contextmanager
 def session(device: str = "auto") -> Iterator[Dist]:
     """The process group for the duration of a training, when a launcher started several processes;
-    the single process otherwise (no group is made). Re-entrant: an inner session is the outer one."""
+    the single process otherwise (no group is made). Re-entrant: an inner session is the outer one.
+    A training in a background thread (the app's) is always one process, whatever the environment says."""
     global _current
     rank, world = env_rank_world()
-    if _current.active or world <= 1:
+    if _current.active or world <= 1 or threading.current_thread() is not threading.main_thread():
         yield _current
         return
     ctx = _init(rank, world, device)

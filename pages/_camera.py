@@ -14,15 +14,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import contextlib
+import time
+
 import streamlit as st
 
-from pages._shared import guard, save, session_token, ui
+from pages._shared import save, session_token, ui
 from tl_core.app.camera import BURST_COUNTS, BURST_RATES, CameraError, CameraSession, FrameSlot, camera_data_dir
 from tl_core.app.formatting import markdown_safe
+from tl_core.errors import TransferLabError
 
 RTC_CONFIGURATION = {"iceServers": []}   # nothing off this machine: host candidates only
-VIDEO = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 15, "max": 30}},
+# 15 frames a second is plenty (a burst takes at most 5 a second, a prediction needs one frame); each frame is
+# decoded and encoded again on the server, so fewer and smaller frames leave the CPU to the model
+VIDEO = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 15, "max": 15}},
          "audio": False}
+# live predictions: the model sees 224 px or less, and the video on the page is about 300 px wide
+LIVE_VIDEO = {"video": {"width": {"ideal": 320}, "height": {"ideal": 240}, "frameRate": {"ideal": 15, "max": 15}},
+              "audio": False}
 VIDEO_ATTRS = {"autoPlay": True, "controls": False, "muted": True, "playsInline": True,
                "style": {"width": "100%", "borderRadius": "0.5rem"}}
 WORDS = {"start": "Start the camera", "stop": "Stop the camera", "select_device": "Choose a camera",
@@ -32,6 +41,40 @@ WORDS = {"start": "Start the camera", "stop": "Stop the camera", "select_device"
          "media_api_not_available": "This browser allows the camera only on https:// or on this computer "
                                     "(localhost). See 'Camera' in the README to serve the app with a certificate."}
 THUMBS = 6
+CONTROLS_MSG, PICTURES_MSG = "tl_camera_msg", "tl_camera_pictures_msg"
+
+
+@contextlib.contextmanager
+def _remembered(box_key: str, box):
+    """Like ``guard()``, but the plain message stays (in session state, drawn into ``box`` by :func:`_message`)
+    until the next action in the same panel (a click elsewhere in it, a burst's end, redraws the panel)."""
+    st.session_state.pop(box_key, None)
+    try:
+        yield
+    except TransferLabError as err:
+        st.session_state[box_key] = str(err)
+    except OSError as err:
+        st.session_state[box_key] = f"Something went wrong on this computer: {err}"
+    _message(box_key, box)
+
+
+def _message(box_key: str, box) -> None:
+    """The panel's remembered message (or nothing) in ``box`` (an ``st.empty`` drawn before the buttons)."""
+    text = st.session_state.get(box_key)
+    if text:
+        box.error(markdown_safe(text), icon=":material/warning:")
+    else:
+        box.empty()
+
+
+def _redraw() -> None:
+    """Run the panel (the fragment) again; the whole page when this run is not a fragment's own."""
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        st.rerun(scope="fragment")
+    except StreamlitAPIException:
+        st.rerun()
 
 
 def _to_image(frame):
@@ -54,7 +97,7 @@ def _real_server() -> bool:
     return Runtime.exists() and type(Runtime.instance()) is Runtime
 
 
-def _streamer(key: str, on_frame):
+def _streamer(key: str, on_frame, media: dict = VIDEO):
     """The video (streamlit-webrtc) with ``on_frame`` called for every frame, in the component's thread."""
     if not _real_server():
         st.caption("(The live video shows here in a browser.)")
@@ -71,7 +114,7 @@ def _streamer(key: str, on_frame):
         return frame
 
     return webrtc_streamer(key=key, mode=WebRtcMode.SENDRECV, rtc_configuration=RTC_CONFIGURATION,
-                           media_stream_constraints=VIDEO, video_frame_callback=callback, async_processing=True,
+                           media_stream_constraints=media, video_frame_callback=callback, async_processing=True,
                            video_html_attrs=VIDEO_ATTRS, translations=WORDS)
 
 
@@ -95,14 +138,18 @@ def take_pictures() -> None:
     st.caption("Make a category for each kind of thing, choose one, hold the thing in front of the camera and "
                "take pictures: one at a time, or a burst while you turn it around. 20 or more per category is a "
                "good start. The pictures are saved as JPEG files, one folder per category.")
+    st.fragment(_camera_panel)(cam)
+
+
+def _camera_panel(cam: CameraSession) -> None:
+    """The video, the controls and the last pictures, as one fragment: a click here redraws only this part of
+    the page (the checks below run again when the page is rerun: "Check these pictures")."""
     video, controls = st.columns([5, 6], gap="medium")
     with video:
-        ctx = _streamer("data_camera", cam.on_frame)
-    # while the camera runs (or a burst), the counts and the last pictures redraw every second
-    every = 1.0 if (bool(ctx.state.playing) or cam.burst.active) else None
+        _streamer("data_camera", cam.on_frame)
     with controls:
-        st.fragment(run_every=every)(_picture_controls)(cam)
-    st.fragment(run_every=every)(_last_pictures)(cam)
+        _picture_controls(cam)
+    _last_pictures(cam)
 
 
 def _use_camera_folder(cam: CameraSession) -> None:
@@ -120,9 +167,12 @@ def _picture_controls(cam: CameraSession) -> None:
         left, right = st.columns([3, 1], vertical_alignment="bottom")
         name = left.text_input("New category", placeholder="for example: cup", key="camera_new_name")
         added = right.form_submit_button("Add", icon=":material/add:", width="stretch")
+    box = st.empty()   # this panel's message (a refusal stays until the next action)
     if added:
-        with guard():
+        with _remembered(CONTROLS_MSG, box):
             st.session_state["tl_camera_chosen"] = pics.add_category(name)
+    else:
+        _message(CONTROLS_MSG, box)
     counts = pics.counts()
     if not counts:
         st.info("No category yet: type a name above and click **Add**.", icon=":material/label:")
@@ -133,12 +183,13 @@ def _picture_controls(cam: CameraSession) -> None:
         chosen = st.session_state["tl_camera_chosen"] = names[0]
     # the choice is kept apart from any widget state (a rerun of the whole page must not reset it): the radio is
     # drawn from it each time and only reports a click
-    chosen = st.radio("Take pictures of", names, index=names.index(chosen), horizontal=True,
-                      format_func=lambda c: f"{c} · {counts.get(c, 0)}")
+    # (its words stay the same while pictures are taken, so a click on it is never lost to a redraw; the counts are
+    # below, under "Pictures so far")
+    chosen = st.radio("Take pictures of", names, index=names.index(chosen), horizontal=True)
     st.session_state["tl_camera_chosen"] = chosen
     if st.button("Take a picture", key="camera_snap", type="primary", icon=":material/photo_camera:",
                  width="stretch"):
-        with guard():
+        with _remembered(CONTROLS_MSG, box):
             cam.snap(chosen)
             _use_camera_folder(cam)
     a, b = st.columns(2)
@@ -146,24 +197,35 @@ def _picture_controls(cam: CameraSession) -> None:
                         format_func=lambda n: f"{n} pictures")
     rate = b.selectbox("Speed", BURST_RATES, index=1, key="camera_burst_rate",
                        format_func=lambda r: f"{r:g} a second")
-    if cam.burst.active:
-        if st.button("Stop the burst", key="camera_burst_stop", icon=":material/stop:", width="stretch"):
-            cam.burst.stop()
-    elif st.button(f"Take {count} pictures ({count / rate:.0f} s)", key="camera_burst",
-                   icon=":material/burst_mode:", width="stretch",
-                   help="Pictures are taken at a steady speed from the video while you move the thing a "
-                        "little: different angles teach the model more than copies."):
-        with guard():
+    burst_box = st.empty()
+    if not cam.burst.active and burst_box.button(
+            f"Take {count} pictures ({count / rate:.0f} s)", key="camera_burst", icon=":material/burst_mode:",
+            width="stretch", help="Pictures are taken at a steady speed from the video while you move the thing a "
+                                  "little: different angles teach the model more than copies."):
+        with _remembered(CONTROLS_MSG, box):
             if not cam.has_frame():
                 raise CameraError("No picture from the camera yet: click Start the camera (and allow the "
                                   "camera when the browser asks), then try again.")
             cam.burst.start(chosen, count=int(count), per_second=float(rate))
             _use_camera_folder(cam)
+    progress = st.empty()
+    if cam.burst.active:
+        # the camera's thread takes the pictures; this run shows how far it got until the burst is over (a click
+        # on Stop, or anywhere, ends this run and starts the next)
+        if burst_box.button("Stop the burst", key="camera_burst_stop", icon=":material/stop:", width="stretch"):
+            cam.burst.stop()
+        while cam.burst.active:
+            status = cam.burst.status()
+            progress.progress(status.saved / max(1, status.total), text=markdown_safe(status.words()))
+            time.sleep(0.2)
+        if st.session_state.pop("tl_camera_switched", False):
+            st.rerun(scope="app")    # the camera folder is the data folder now: the page below checks it
+        _redraw()                    # the counts, the last pictures and the burst button again
     status = cam.burst.status()
     if status.error:
-        st.error(markdown_safe(status.error), icon=":material/warning:")
+        progress.error(markdown_safe(status.error), icon=":material/warning:")
     elif status.total:
-        st.progress(status.saved / status.total, text=markdown_safe(status.words()))
+        progress.progress(status.saved / status.total, text=markdown_safe(status.words()))
     if st.session_state.pop("tl_camera_switched", False):
         st.rerun(scope="app")    # the camera folder is the data folder now: the page below checks it
     if ui().data_root != str(cam.root) and sum(counts.values()):
@@ -183,6 +245,8 @@ def _last_pictures(cam: CameraSession) -> None:
     counts = cam.pictures.counts()
     if not counts:
         return
+    box = st.empty()
+    _message(PICTURES_MSG, box)
     st.markdown("**Pictures so far:** " + " · ".join(f"{markdown_safe(c)}: {n}" for c, n in counts.items()))
     recent = cam.pictures.recent(THUMBS)
     removed = cam.pictures.removed()
@@ -199,18 +263,18 @@ def _last_pictures(cam: CameraSession) -> None:
                 st.caption("(gone)")
                 continue
             if st.button("Remove", key=f"camera_rm_{path.parent.name}/{path.name}", width="stretch"):
-                with guard():
+                with _remembered(PICTURES_MSG, box):
                     cam.pictures.remove(path)
-                    st.rerun(scope="fragment")
+                    _redraw()
     if removed:
         last = removed[-1]
         words, button = st.columns([4, 1], vertical_alignment="center")
         more = f" ({len(removed)} set aside in all)" if len(removed) > 1 else ""
         words.caption(markdown_safe(f"{last.describe()}{more}."))
         if button.button("Undo", key=f"camera_undo_{last.id}", icon=":material/undo:", width="stretch"):
-            with guard():
+            with _remembered(PICTURES_MSG, box):
                 cam.pictures.undo(last.id)
-                st.rerun(scope="fragment")
+                _redraw()
     if ui().data_root == str(cam.root) and st.button(
             "Check these pictures", key="camera_check", icon=":material/fact_check:",
             help="Run the checks below on the pictures taken so far (copies, odd pictures, balance)."):
@@ -242,7 +306,7 @@ def live_predictions(loaded, run_dir: str) -> None:
                "again and again, as fast as this computer allows.")
     video, answer = st.columns([5, 6], gap="medium")
     with video:
-        ctx = _streamer("try_live_camera", predictor.offer)
+        ctx = _streamer("try_live_camera", predictor.offer, LIVE_VIDEO)
     playing = bool(ctx.state.playing)
     with answer:
         _live_answer(predictor, playing)
@@ -274,8 +338,9 @@ def _live_answer(predictor, playing: bool) -> None:
         for t in top:
             st.progress(min(1.0, max(0.0, float(t["probability"]))),
                         text=f"{markdown_safe(t['label'])} · {t['probability']:.0%}")
-        st.caption(f"{state.per_second:.1f} predictions a second · {state.predicted} so far"
-                   + (f" · {state.dropped} video frames skipped while the model was busy" if state.dropped else "")
+        st.caption(f"{state.per_second:.1f} predictions a second · {state.predicted} so far · the video brings "
+                   f"{state.frames_per_second:.0f} frames a second"
+                   + (f" · {state.dropped} skipped while the model was busy" if state.dropped else "")
                    + ("" if playing else " · camera stopped"))
 
     panel()

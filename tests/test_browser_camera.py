@@ -63,9 +63,15 @@ def _start_camera(page) -> None:
              catch (e) { return false; } })""", timeout=90_000)
 
 
-def _choice(page, text: str):
-    """A category in the "Take pictures of" choice, by its words (``red · 3``: name and count)."""
-    return page.get_by_role("radiogroup", name="Take pictures of").get_by_text(text, exact=True)
+def _choice(page, name: str):
+    """A category in the "Take pictures of" choice."""
+    return page.get_by_role("radiogroup", name="Take pictures of").get_by_text(name, exact=True)
+
+
+def _counts(page, **counts: int):
+    """The live counts line, e.g. ``Pictures so far: blue: 6 · red: 7``."""
+    words = " · ".join(f"{name}: {n}" for name, n in sorted(counts.items()))
+    return page.locator("p").filter(has_text=re.compile(rf"^Pictures so far: {re.escape(words)}$"))
 
 
 def _add_category(page, name: str) -> None:
@@ -76,7 +82,7 @@ def _add_category(page, name: str) -> None:
     box.fill(name)
     expect(box).to_have_value(name)
     page.get_by_role("button", name="Add").click()
-    expect(_choice(page, f"{name} · 0")).to_be_visible(timeout=30_000)
+    expect(_choice(page, name)).to_be_visible(timeout=30_000)
     wait_idle(page)
 
 
@@ -113,24 +119,25 @@ def test_camera_pictures_train_and_live_predictions(dirs):
             _start_camera(page)
 
             # red: two single pictures, then a burst of 5 at 5 a second
-            _choice(page, "red · 0").click()
+            _choice(page, "red").click()
+            expect(page.get_by_role("radio", name="red")).to_be_checked()
             wait_idle(page)
             for n in (1, 2):   # the first picture makes the camera folder the data folder: the page checks it
                 page.get_by_role("button", name="Take a picture").click()
-                expect(_choice(page, f"red · {n}")).to_be_visible(timeout=60_000)
+                expect(_counts(page, red=n, blue=0)).to_be_visible(timeout=60_000)
                 wait_idle(page, 120_000)
             _choose(page, "Burst of", "5 pictures")
             _choose(page, "Speed", "5 a second")
             page.get_by_role("button", name=re.compile(r"^Take 5 pictures")).click()
             expect(page.get_by_text("Took 5 pictures of 'red'.")).to_be_visible(timeout=60_000)
             # blue: a burst, then one more
-            _choice(page, "blue · 0").click()
+            _choice(page, "blue").click()
+            expect(page.get_by_role("radio", name="blue")).to_be_checked()
             wait_idle(page)
             page.get_by_role("button", name=re.compile(r"^Take 5 pictures")).click()
             expect(page.get_by_text("Took 5 pictures of 'blue'.")).to_be_visible(timeout=60_000)
             page.get_by_role("button", name="Take a picture").click()
-            expect(_choice(page, "blue · 6")).to_be_visible(timeout=30_000)
-            expect(_choice(page, "red · 7")).to_be_visible(timeout=30_000)
+            expect(_counts(page, red=7, blue=6)).to_be_visible(timeout=30_000)
             assert {c: len(list((camera_dir / c).glob("cam-*.jpg"))) for c in ("red", "blue")} == {"red": 7, "blue": 6}
 
             # remove the newest picture (set aside), then undo
@@ -140,7 +147,7 @@ def test_camera_pictures_train_and_live_predictions(dirs):
             assert not newest.exists()
             assert (camera_dir.parent / "camera-set-aside" / "blue" / newest.name).is_file()
             page.get_by_role("button", name="Undo").click()
-            expect(_choice(page, "blue · 6")).to_be_visible(timeout=30_000)
+            expect(_counts(page, red=7, blue=6)).to_be_visible(timeout=30_000)
             assert newest.is_file()
             page.get_by_role("button", name="Check these pictures").click()
             expect(page.get_by_text("What is in your data")).to_be_visible(timeout=120_000)

@@ -419,3 +419,74 @@ def test_camera_take_pictures_train_and_predict_live(tmp_path):
     assert state.predicted >= 5 and state.error is None and state.running
     assert state.answer["label"] in ("cat", "dog") and len(state.answer["top"]) == 2
     assert state.answer["none_of_these"] in (True, False) and state.per_second > 0
+
+
+def test_camera_live_predictor_counts_the_video_frames(cats):
+    clock = Clock()
+    live = LivePredictor(lambda im: {"label": "x"}, clock=clock, threads=None)
+    try:
+        for _ in range(40):                   # a 10 fps camera for 4 s
+            live.offer(cats[0])
+            clock.advance(0.1)
+        assert live.latest().frames_per_second == pytest.approx(10.0, rel=0.05)
+    finally:
+        live.stop()
+
+
+# -- the Data page's Camera tab, headless (the video itself needs a browser: tests/test_browser_camera.py) ---
+
+def test_camera_tab_on_the_data_page(tmp_path, monkeypatch, cats):
+    import json
+
+    import av
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TL_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("TL_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at.query_params["session"] = "camera-apptest"
+    at.switch_page("pages/1_Data.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    def add(name: str) -> None:
+        at.text_input(key="camera_new_name").input(name)
+        next(b for b in at.button if b.label == "Add").click()
+        at.run()
+
+    def button(label: str):
+        return next(b for b in at.button if b.label == label or b.label.startswith(label))
+
+    add("cup")
+    add("../x")
+    assert any("cannot be a category name" in e.value for e in at.error)
+    add("pen")
+    assert any("Take pictures of" == r.label for r in at.radio)
+    button("Take a picture").click()
+    at.run()
+    assert any("No picture from the camera yet" in e.value for e in at.error)
+
+    cam = at.session_state["tl_camera"]
+    folder = tmp_path / "workspace" / "sessions" / "camera-apptest" / "camera"
+    assert cam.root == folder
+    cam.on_frame(av.VideoFrame.from_image(cats[0]))     # a frame as streamlit-webrtc hands it over
+    next(r for r in at.radio if r.label == "Take pictures of").set_value("cup")
+    button("Take a picture").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(list((folder / "cup").glob("*.jpg"))) == 1
+    state = json.loads((folder.parent / "ui_state.json").read_text())
+    assert state["data_root"] == str(folder) and state["data_source"] == "camera"   # the camera folder is the data
+    assert any("Pictures so far" in m.value and "cup: 1" in m.value for m in at.markdown)
+
+    at.run()   # (the first picture made the folder the data folder and the page redrew itself: st.rerun(),
+    #            which AppTest leaves to the next run)
+    button("Remove").click()
+    at.run()
+    at.run()   # (the page redraws itself after a removal: st.rerun(), which AppTest leaves to the next run)
+    assert not list((folder / "cup").glob("*.jpg"))
+    assert any("Set aside" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.run()
+    button("Undo").click()
+    at.run()
+    assert len(list((folder / "cup").glob("*.jpg"))) == 1

@@ -96,6 +96,7 @@ class LiveAnswer:
     predicted: int = 0
     dropped: int = 0             # frames skipped because the model was busy
     seconds_each: float = 0.0    # the last prediction's time
+    frames_per_second: float = 0.0   # how fast the camera's frames arrive (rolling): the most predictions can be
     error: str | None = None
     running: bool = False
     extra: dict = field(default_factory=dict)
@@ -119,6 +120,7 @@ class LivePredictor:
         self._clock = clock
         self.idle_stop = idle_stop
         self.meter = RateMeter(rate_window, clock)
+        self.frame_meter = RateMeter(rate_window, clock)
         self._lock = threading.Lock()
         self._state = LiveAnswer()
         self._seen = 0
@@ -130,6 +132,7 @@ class LivePredictor:
     def offer(self, frame: Any) -> None:
         """A new camera frame (cheap: stored in the slot; the thread starts if it is not running)."""
         self.slot.put(frame)
+        self.frame_meter.add()
         self.ensure_running()
 
     def ensure_running(self) -> None:
@@ -205,4 +208,4 @@ class LivePredictor:
             running = self._thread is not None and self._thread.is_alive()
             return LiveAnswer(answer=s.answer, frame=s.frame, at=s.at, per_second=self.meter.rate(),
                               predicted=s.predicted, dropped=s.dropped, seconds_each=s.seconds_each,
-                              error=s.error, running=running)
+                              frames_per_second=self.frame_meter.rate(), error=s.error, running=running)

@@ -131,6 +131,7 @@ def test_classroom_in_the_browser_code_isolation_queue_and_teacher(dirs, server)
             ada.get_by_role("button", name="Enter").click()
             expect(ada.get_by_text("That is not the class code", exact=False)).to_be_visible()
             shot(ada, "classroom_1024_code")
+            assert not ada.evaluate(CUT_OFF_JS)
             step("no code")
 
             # -- two students enter the code (Ada lands on the page her address named) and open Train
@@ -150,6 +151,8 @@ def test_classroom_in_the_browser_code_isolation_queue_and_teacher(dirs, server)
             expect(ben.get_by_text("Waiting in line: number 1 of 1.", exact=False)).to_be_visible(timeout=30_000)
             expect(ben.get_by_text("It should start", exact=False)).to_be_visible()
             shot(ben, "classroom_1024_waiting")
+            cut = ben.evaluate(CUT_OFF_JS)
+            assert not cut, f"cut off at 1024x768: {cut}"
             (ada_run,), (ben_run,) = _runs(dirs, ADA), _runs(dirs, BEN)
             assert _status(ben_run)["state"] == "queued"
 

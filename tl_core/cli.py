@@ -388,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads per process (default: all cores, shared among the processes)")
     t.add_argument("--nproc", type=_at_least_one, default=1, metavar="N",
                    help="train in N processes on this computer (data-parallel, one per GPU, or gloo on the CPU); "
-                        "the same as torchrun --standalone --nproc-per-node N -m tl_core train ...")
+                        "the same as torchrun --standalone --nproc-per-node N -m tl_core train ... (ignored when "
+                        "torchrun started this command)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 

@@ -145,8 +145,16 @@ def projector() -> bool:
         st.session_state["tl_presentation_on"] = False
         st.rerun()
     with guard():
-        show_run(student, run_dir)
+        live_run(student, run_dir)
     return True
+
+
+def live_run(student: classroom.Student, run_dir: str) -> None:
+    """:func:`show_run`, redrawn every 2 seconds while the run trains (the class watches it learn)."""
+    if any(r["path"] == run_dir and r.get("active") for r in student.runs):
+        st.fragment(run_every=2.0)(show_run)(student, run_dir)
+    else:
+        show_run(student, run_dir)
 
 
 def teacher_view() -> None:
@@ -188,7 +196,7 @@ def teacher_view() -> None:
                     st.session_state["tl_presentation_on"] = True
                     st.session_state["teacher_show"] = (token, run_dir)   # kept: the pickers are not drawn then
                     st.rerun()
-                show_run(student, run_dir)
+                live_run(student, run_dir)
         cleanup()
 
 

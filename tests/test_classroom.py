@@ -340,6 +340,22 @@ def test_classroom_queue_cancel_and_a_closed_server(line):
     assert status["state"] == "stopped" and "waited in line" in status["message"]
 
 
+def test_classroom_queue_waits_for_a_lab_experiment(line, monkeypatch):
+    from tl_core.app import lab_jobs
+
+    registry, gates = line
+    running = type("RunningExperiment", (), {"owner": B, "alive": True})()
+    monkeypatch.setattr(lab_jobs.REGISTRY, "active", lambda: running)
+    job = _submit(A)
+    assert job.waiting and jobs.queue_place(job.run_dir).behind_lab
+    as_session(A)
+    assert lab_jobs.active_experiment() is None          # another student's experiment is not A's to see
+    assert not lab_jobs.stop_experiment("/anything")     # nor to stop
+    monkeypatch.setattr(lab_jobs.REGISTRY, "active", lambda: None)
+    assert _wait(lambda: job.alive)                      # the line starts it once the experiment is over
+    gates.setdefault(job.run.run_id, threading.Event()).set()
+
+
 # -- limits ------------------------------------------------------------------------------------
 
 def test_classroom_limits_are_enforced_with_plain_messages(room, line, monkeypatch):

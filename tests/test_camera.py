@@ -375,14 +375,15 @@ def test_camera_threads_for_this_thread_leaves_the_others_alone():
     assert inside == [1] and torch.get_num_threads() == before and others == [before]
 
 
-def test_camera_take_pictures_train_and_predict_live(tmp_path):
-    """The whole camera story headless: bursts of real photos into two categories, a tiny training on
-    that folder, then the live predictor thread answering a stream of frames with the trained model."""
+@pytest.fixture(scope="module")
+def camera_run(tmp_path_factory) -> Path:
+    """Bursts of real photos into two categories with the camera's classes, then a tiny training on that folder
+    (64 px, 2 passes, the offline weights): the run the live tests predict with."""
     import tl_core
     from tl_core import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
-    from tl_core.results.inference import load_run_model
 
-    session = CameraSession(tmp_path / "camera")
+    tmp = tmp_path_factory.mktemp("camera-run")
+    session = CameraSession(tmp / "camera")
     for label in ("cat", "dog"):
         session.pictures.add_category(label)
         photos = pet_photos(label, 12)
@@ -398,13 +399,23 @@ def test_camera_take_pictures_train_and_predict_live(tmp_path):
             time.sleep(0.05)
         assert session.burst.status().saved == 10
     assert session.pictures.counts() == {"cat": 12, "dog": 12}
-
-    result = tl_core.train(RunConfig(data=DataConfig(root=str(session.root)),
-                                     model=ModelConfig("tf_efficientnet_lite0", weights="offline", image_size=64),
-                                     freeze=FreezeConfig("head"), train=TrainConfig(epochs=2)),
-                           runs_dir=tmp_path / "runs")
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before conftest's per-test folders
+        mp.setenv("TL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tl-cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        result = tl_core.train(RunConfig(data=DataConfig(root=str(session.root)),
+                                         model=ModelConfig("tf_efficientnet_lite0", weights="offline", image_size=64),
+                                         freeze=FreezeConfig("head"), train=TrainConfig(epochs=2)),
+                               runs_dir=tmp / "runs")
     assert result.status == "finished", result.message
-    loaded = load_run_model(result.run_dir)
+    return Path(result.run_dir)
+
+
+def test_camera_take_pictures_train_and_predict_live(camera_run):
+    """The whole camera story headless: pictures taken (the fixture), a training on that folder, then the
+    live predictor thread answering a stream of frames with the trained model."""
+    from tl_core.results.inference import load_run_model
+
+    loaded = load_run_model(camera_run)
     loaded.novelty()
     live = LivePredictor(lambda im: loaded.answer(im, k=2), max_per_second=20)
     frames = pet_photos("cat", 3, split="test") + pet_photos("dog", 3, split="test")
@@ -419,6 +430,36 @@ def test_camera_take_pictures_train_and_predict_live(tmp_path):
     assert state.predicted >= 5 and state.error is None and state.running
     assert state.answer["label"] in ("cat", "dog") and len(state.answer["top"]) == 2
     assert state.answer["none_of_these"] in (True, False) and state.per_second > 0
+
+
+def test_camera_live_mode_on_the_try_page(camera_run, monkeypatch, tmp_path, cats):
+    """Try & export, Live camera, headless: the live answer drawn from the predictor the page keeps (the frames
+    come from the test here: the video itself needs a browser)."""
+    import av
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TL_RUNS_DIR", str(camera_run.parent))
+    monkeypatch.setenv("TL_WORKSPACE", str(tmp_path / "workspace"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at.query_params["session"] = "camera-try"
+    at.switch_page("pages/6_Try_and_export.py")
+    at.run()
+    at.radio(key="try_source").set_value("Live camera").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Start the camera" in i.value for i in at.info)
+    predictor = at.session_state["tl_live"][1]
+    deadline = time.monotonic() + 30
+    while predictor.latest().predicted < 2 and time.monotonic() < deadline:
+        predictor.offer(av.VideoFrame.from_image(cats[0]))   # as streamlit-webrtc hands frames over
+        time.sleep(0.05)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    words = [s.value for s in at.success] + [w.value for w in at.warning]
+    assert any(w.startswith("### ") for w in words), words            # the answer: a category, None of these, Not sure
+    bars = [p.value for p in at.get("progress")]
+    assert len(bars) == 2, bars                                         # the top categories as bars
+    assert any("predictions a second" in c.value for c in at.caption)
+    predictor.stop()
 
 
 def test_camera_live_predictor_counts_the_video_frames(cats):

@@ -125,6 +125,9 @@ def camera_session() -> CameraSession:
     if session is None or session.root != root:
         session = CameraSession(root, to_image=_to_image)
         st.session_state["tl_camera"] = session
+    from tl_core.app.classroom import limits
+
+    session.pictures.max_pictures = limits().pictures   # a classroom's per-student limit (none on a laptop)
     return session
 
 

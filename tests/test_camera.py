@@ -139,6 +139,23 @@ def test_camera_frames_are_converted_only_when_used(tmp_path, cats):
     assert converted == [4]
 
 
+def test_camera_refuses_pictures_over_a_classroom_limit(tmp_path, cats):
+    clock = Clock()
+    session = CameraSession(tmp_path / "camera", clock=clock)
+    session.pictures.max_pictures = 3
+    session.pictures.add_category("cat")
+    session.on_frame(cats[0])
+    for _ in range(3):
+        session.snap("cat")
+    with pytest.raises(CameraError, match="at most 3. Remove some"):
+        session.snap("cat")
+    session.burst.start("cat", count=5, per_second=2)    # a burst stops at the limit, saying why
+    session.on_frame(cats[1])
+    status = session.burst.status()
+    assert not status.active and status.saved == 0 and "at most 3" in status.words()
+    assert session.pictures.counts() == {"cat": 3}
+
+
 # -- bursts -------------------------------------------------------------------------------------------
 
 def feed(session: CameraSession, clock: Clock, frames: list[Image.Image], seconds: float, fps: float) -> None:

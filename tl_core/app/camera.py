@@ -88,8 +88,9 @@ def clean_category_name(name: object, existing: list[str] | tuple[str, ...] = ()
 class CameraPictures:
     """The camera's data folder: categories (subfolders), their pictures, saving, removing, undo."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, max_pictures: int | None = None):
         self.root = Path(root)
+        self.max_pictures = max_pictures   # a classroom server's per-student limit (None: no limit)
         self._lock = threading.Lock()   # one save at a time: a burst and a single shot never pick the same name
         self._serial = 0
 
@@ -155,6 +156,11 @@ class CameraPictures:
         if image is None:
             raise CameraError("No picture from the camera yet: click Start under the video (and allow the camera "
                               "when the browser asks), then try again.")
+        if self.max_pictures is not None:
+            have = sum(self.counts().values())
+            if have >= self.max_pictures:
+                raise CameraError(f"You have {have} pictures: on this server each student may keep at most "
+                                  f"{self.max_pictures}. Remove some you do not need, then take more.")
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if when is None else when))
         picture = image if image.mode == "RGB" else image.convert("RGB")
         with self._lock:

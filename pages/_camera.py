@@ -20,11 +20,11 @@ import time
 import streamlit as st
 
 from pages._shared import save, session_token, ui
-from tl_core.app.camera import BURST_COUNTS, BURST_RATES, CameraError, CameraSession, FrameSlot, camera_data_dir
+from tl_core.app.camera import (BURST_COUNTS, BURST_RATES, RTC_CONFIGURATION, CameraError, CameraSession, FrameSlot,
+                                camera_data_dir)
 from tl_core.app.formatting import markdown_safe
 from tl_core.errors import TransferLabError
 
-RTC_CONFIGURATION = {"iceServers": []}   # nothing off this machine: host candidates only
 # 15 frames a second is plenty (a burst takes at most 5 a second, a prediction needs one frame); each frame is
 # decoded and encoded again on the server, so fewer and smaller frames leave the CPU to the model
 VIDEO = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 15, "max": 15}},

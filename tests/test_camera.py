@@ -548,3 +548,21 @@ def test_camera_tab_on_the_data_page(tmp_path, monkeypatch, cats):
     button("Undo").click()
     at.run()
     assert len(list((folder / "cup").glob("*.jpg"))) == 1
+
+
+def test_camera_video_asks_no_server_elsewhere():
+    """Offline: the WebRTC configuration the pages give streamlit-webrtc names no STUN/TURN server, and neither
+    the library (it fills in public servers when none are set) nor aiortc (Google's STUN by default) adds one."""
+    from aiortc.rtcicetransport import RTCIceGatherer
+    from streamlit_webrtc.component import enhance_frontend_rtc_configuration
+    from streamlit_webrtc.config import compile_rtc_configuration
+
+    from tl_core.app.camera import RTC_CONFIGURATION
+
+    assert RTC_CONFIGURATION == {"iceServers": []}
+    assert enhance_frontend_rtc_configuration(RTC_CONFIGURATION)["iceServers"] == []    # what the browser gets
+    server = compile_rtc_configuration(RTC_CONFIGURATION)                               # what aiortc gets
+    assert server.iceServers == []
+    gatherer = RTCIceGatherer(iceServers=server.iceServers)    # how aiortc's peer connection gathers addresses
+    assert gatherer._connection.stun_server is None and gatherer._connection.turn_server is None
+    assert RTCIceGatherer()._connection.stun_server is not None  # (the default it would use: public STUN)

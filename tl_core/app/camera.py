@@ -32,7 +32,7 @@ from tl_core.data.scan import is_ignored_name
 from tl_core.errors import DataError
 from tl_core.files import atomic_path
 
-__all__ = ["CameraError", "camera_data_dir", "clean_category_name", "CameraPictures", "FrameSlot", "Burst",
+__all__ = ["RTC_CONFIGURATION", "CameraError", "camera_data_dir", "clean_category_name", "CameraPictures", "FrameSlot", "Burst",
            "BurstStatus", "CameraSession", "BURST_RATES", "BURST_COUNTS"]
 
 CAMERA_FOLDER = "camera"
@@ -44,6 +44,13 @@ _SPLIT_NAMES = {"train", "val", "validation", "valid", "test"}
 BURST_RATES = (1.0, 2.0, 3.0, 5.0)      # pictures per second offered on the page
 BURST_COUNTS = (5, 10, 20, 30)          # pictures per burst offered on the page
 MAX_BURST = 100
+
+
+# The live video's WebRTC configuration: no STUN or TURN server, so nothing asks a machine elsewhere for an
+# address; the browser and this server find each other through their own (host) addresses, which works on
+# this computer and on a classroom's local network. (Without "iceServers", streamlit-webrtc fills in public
+# servers and aiortc Google's STUN server.)
+RTC_CONFIGURATION = {"iceServers": []}
 
 
 class CameraError(DataError):

@@ -7,6 +7,7 @@ stubbed, and the engine's autocast/channels_last code is run for real on the CPU
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -76,3 +77,17 @@ def test_training_under_bf16_autocast_and_channels_last(fmnist_small, tmp_path, 
     for logs in result.history:
         assert math.isfinite(logs["train_loss"]) and math.isfinite(logs["val_loss"])
     assert 0.0 <= result.best_val_accuracy <= 1.0
+
+
+def test_openmp_threads_sleep_while_waiting_unless_the_user_says_otherwise():
+    """Spinning OpenMP threads made training 2-5x slower on a busy 2-core machine (tl_core/__init__.py):
+    importing tl_core sets OMP_WAIT_POLICY before PyTorch loads, and keeps a value the user set."""
+    import subprocess
+    import sys
+
+    code = "import os, tl_core; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "PASSIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"), capture_output=True,
+                          text=True, check=True).stdout.strip() == "ACTIVE"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import contextlib
+import logging
 import time
 
 import streamlit as st
@@ -109,8 +110,11 @@ def _streamer(key: str, on_frame, media: dict = VIDEO):
                    "Run `make install` again.", icon=":material/videocam_off:")
         return _NoVideo
 
-    def callback(frame):
-        on_frame(frame)
+    def callback(frame):   # the component's thread: an error here would stop the video, so it is only logged
+        try:
+            on_frame(frame)
+        except Exception:  # noqa: BLE001
+            logging.getLogger(__name__).exception("a camera frame could not be handled")
         return frame
 
     return webrtc_streamer(key=key, mode=WebRtcMode.SENDRECV, rtc_configuration=RTC_CONFIGURATION,

@@ -34,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import tl_core  # noqa: E402,F401 - before PyTorch, as in the app (it sets OpenMP's wait policy)
 PETS = REPO.parent / "shared" / "datasets" / "pets" / "few" / "test"
 
 

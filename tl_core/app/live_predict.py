@@ -30,10 +30,11 @@ def threads_for_this_thread(n: int) -> None:
 
     ``torch.set_num_threads`` sets the calling thread's OpenMP team size and the default that new
     threads start with; a helper thread then puts that default back. Why fewer threads for live
-    prediction: the video's decoding and encoding, Streamlit and maybe a training share the cores, and
-    OpenMP threads that wait for a busy core spin: on 2 busy cores a 2-thread forward pass of
-    EfficientNet-Lite0 once measured 0.8-2 passes a second against 16-33 with 1 thread (at other
-    moments 2 threads were faster: see bench/RESULTS.md, "Live camera")."""
+    prediction: the video's decoding and encoding, Streamlit and maybe a training share the cores. On 2
+    busy cores, with OpenMP threads spinning while they wait (before tl_core set OMP_WAIT_POLICY=PASSIVE),
+    a 2-thread forward pass of EfficientNet-Lite0 once measured 0.8-2 passes a second against 16-33 with
+    1 thread; one thread is enough for the live path's ceiling (31 ms a prediction on a quiet 2-core
+    machine: bench/RESULTS.md, "Live camera")."""
     import torch
 
     before = torch.get_num_threads()

@@ -165,8 +165,10 @@ def compute_features(prefix: Callable[[torch.Tensor], torch.Tensor], images: tor
                      normalize: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
                      batch_size: int = 64, amp_dtype: torch.dtype | None = None, channels_last: bool = False,
                      progress: Callable[[int, int], None] | None = None,
-                     store_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Run the frozen prefix over uint8 images once; returns features on the CPU."""
+                     store_dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the frozen prefix over uint8 images once, ``batch_size`` at a time (their activations
+    are what this costs in memory); returns features on the CPU, written into ``out`` (the first
+    ``len(images)`` rows of it, returned) when given."""
     outs = []
     n = len(images)
     for i in range(0, n, batch_size):
@@ -175,7 +177,13 @@ def compute_features(prefix: Callable[[torch.Tensor], torch.Tensor], images: tor
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             f = prefix(x)
-        outs.append(f.float().to("cpu", store_dtype).contiguous())
+        if out is not None:
+            out[i:i + len(f)] = f.float()
+        else:
+            outs.append(f.float().to("cpu", store_dtype).contiguous())
+        del x, f
         if progress:
             progress(min(i + batch_size, n), n)
+    if out is not None:
+        return out[:n]
     return torch.cat(outs) if outs else torch.empty(0)

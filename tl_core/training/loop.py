@@ -149,6 +149,7 @@ class Trainer:
             self._check_stop(together=True)
             idx = order[i * b.size:(i + 1) * b.size]
             xb, yb = s.train_x[idx].to(s.dev.device, non_blocking=True), s.train_y[idx].to(s.dev.device)
+            s.pages.touched(xb.numel() * xb.element_size())
             loss, logits = self._train_step(xb, yb)
             lv = loss.item()
             run_loss += lv * len(yb)
@@ -230,6 +231,7 @@ class Trainer:
         with torch.inference_mode():
             for i in range(0, n, bs):
                 xb, yb = val_x[i:i + bs], val_y[i:i + bs]
+                s.pages.touched(xb.numel() * xb.element_size())
                 with torch.autocast(s.dev.device.type, dtype=s.dev.amp_dtype, enabled=s.dev.amp_dtype is not None):
                     logits = self._forward(xb, train=False)
                 logits = logits.float()

@@ -6,7 +6,7 @@ summary.json)."""
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +25,7 @@ from tl_core.runtime.allocator import covers_this_thread
 from tl_core.runtime.device import DeviceInfo, configure_threads, pick_device
 from tl_core.training.augment import BatchAugment
 from tl_core.training.callbacks import Callback
-from tl_core.training.decoded import decode_records
+from tl_core.training.decoded import PageRelease, decode_records, decode_to_cache, decoded_cache_key, load_decoded_cache
 from tl_core.training.distributed import Dist
 from tl_core.training.features import (compute_features, feature_cache_key, find_prefix_split, load_cached_features,
                                        save_cached_features, weights_fingerprint)
@@ -34,6 +34,9 @@ FEATURE_MEMORY_BUDGET = 1.5 * 2**30   # beyond this the boundary activations are
 CACHE_NOT_SAVED = ("The frozen layers' output could not be kept on disk for the next run (the cache folder {folder} "
                    "is full or cannot be written). This run goes on; the next one computes it again. Free some "
                    "space there, or set the TL_CACHE_DIR environment variable to a folder on another disk.")
+DECODED_NOT_SAVED = ("The decoded pictures could not be kept on disk (the cache folder {folder} is full or cannot be "
+                     "written), so this run keeps them in memory, which needs more memory for many pictures. Free "
+                     "some space there, or set the TL_CACHE_DIR environment variable to a folder on another disk.")
 
 
 def seed_everything(seed: int) -> None:
@@ -94,6 +97,9 @@ class Prepared:
     val_total: int = 0
     val_index: torch.Tensor | None = None
     ddp: nn.Module | None = None
+    # decoded pictures read from memory-mapped cache files (tl_core.training.decoded): the loop reports
+    # the bytes it reads so that the pages are handed back; empty when the pictures are in memory
+    pages: PageRelease = field(default_factory=PageRelease)
 
 
 def prepare_model(config: RunConfig, run: RunFolder | None, events: Callback, dist: Dist = Dist()) -> Prepared:
@@ -166,30 +172,51 @@ def load_inputs(p: Prepared, config: RunConfig, events: Callback, dist: Dist = D
         p.sharded = dist.active
         total = len(p.train_paths) + len(p.val_paths)
         tb, vb = dist.deal(len(p.train_paths)), dist.deal(len(p.val_paths))
+        cache_root = _cache_root(config)
         p.train_x, p.train_y = _decode(p, p.train_paths[tb], p.train_labels[tb], events, 0, total, dist,
-                                       len(p.train_paths))
+                                       len(p.train_paths), cache_root)
         p.val_x, p.val_y = _decode(p, p.val_paths[vb], p.val_labels[vb], events, len(p.train_paths), total, dist,
-                                   len(p.val_paths))
+                                   len(p.val_paths), cache_root)
         if dist.any(len(p.train_y) == 0):
             raise ConfigError(f"There are more training processes ({dist.world_size}) than pictures to learn from "
                               f"({len(p.train_paths)}): each process needs some. Use fewer processes.")
 
 
 def _decode(p: Prepared, paths, labels, events: Callback, done_before: int = 0, total: int | None = None,
-            dist: Dist = Dist(), n_all: int | None = None):
+            dist: Dist = Dist(), n_all: int | None = None, cache_root: Path | None = None):
+    """The pictures decoded once: memory-mapped from the decoded cache (decoded into it first on a
+    miss), or, when the cache cannot be written, into memory. With several processes each has its
+    own share and its own cache file."""
     # train and val pictures are read one after the other: progress counts both as one stage (with
     # several processes, rank 0 tells its own share's progress as the whole's)
     total = len(paths) if total is None else total
     n_all = len(paths) if n_all is None else n_all
-    dec = decode_records(paths, labels, p.prep,
-                         progress=lambda d, _t: events.on_prepare("decode", done_before + _shown(d, len(paths), n_all,
-                                                                                                  dist), total),
-                         workers=_cpu_share(dist))
+
+    def progress(d, _t):
+        events.on_prepare("decode", done_before + _shown(d, len(paths), n_all, dist), total)
+
+    dec = None
+    if cache_root is not None and len(paths):
+        key = decoded_cache_key(paths, p.prep)
+        cached = load_decoded_cache(cache_root, key, labels, p.prep, paths)
+        if cached is not None:
+            progress(len(paths), len(paths))
+        else:
+            cached = decode_to_cache(paths, labels, p.prep, cache_root, key, progress=progress,
+                                     workers=_cpu_share(dist))
+            if cached is None:
+                events.on_warning("cache_not_saved", DECODED_NOT_SAVED.format(folder=short_path(cache_root)))
+        if cached is not None:
+            dec, rows = cached
+            p.pages.add(rows)
+    if dec is None:
+        dec = decode_records(paths, labels, p.prep, progress=progress, workers=_cpu_share(dist))
     for path, reason in dec.failed:
         events.on_warning("unreadable", f"Skipped {path}: {reason}.")
     images = dec.images
     if p.dev.device.type == "cuda" and images.nbytes < 0.5 * torch.cuda.mem_get_info()[0]:
         images = images.to(p.dev.device)   # keep the whole data set on the GPU when it fits
+        p.pages.release()
     return images, dec.labels.to(images.device)
 
 
@@ -198,8 +225,12 @@ def _shown(done: int, n: int, n_all: int, dist: Dist) -> int:
     return done if not dist.active else (n_all if done >= n else min(done * dist.world_size, n_all))
 
 
+def _cache_root(config: RunConfig) -> Path:
+    return Path(config.train.cache_dir).expanduser() if config.train.cache_dir else cache_dir()
+
+
 def _load_or_compute_features(p: Prepared, split, config: RunConfig, events: Callback, dist: Dist = Dist()) -> bool:
-    cache_root = Path(config.train.cache_dir).expanduser() if config.train.cache_dir else cache_dir()
+    cache_root = _cache_root(config)
     wid = weights_fingerprint(p.weights_source.path)
     sets = (("train", p.train_paths, p.train_labels), ("val", p.val_paths, p.val_labels))
     keys = {name: feature_cache_key(paths, labels, config.model.name, wid, split.boundary, p.prep.to_dict())
@@ -240,6 +271,17 @@ def _load_or_compute_features(p: Prepared, split, config: RunConfig, events: Cal
 
 
 STREAM_CHUNK = 128   # pictures decoded at a time while the previous chunk runs through the prefix
+# pictures that go through the frozen prefix at once. On a CPU the activations of a batch are what the
+# feature pass's memory is made of (tf_efficientnet_lite0 at 224 px: ~10 MB a picture in the first blocks)
+# and the allocator keeps the largest it has seen, while a larger batch is no faster there: measured on
+# 1,000 pets photos (2 cores), batch 64 peaked at 2.6 GB, 16 at 1.3 GB and 8 at 1.1 GB, all at the same
+# speed (bench/RESULTS.md). A GPU wants large batches and has its own memory.
+FEATURE_BATCH = {"cpu": 8}
+FEATURE_BATCH_DEFAULT = 64
+
+
+def feature_batch(device: torch.device) -> int:
+    return FEATURE_BATCH.get(device.type, FEATURE_BATCH_DEFAULT)
 
 
 def _stream_features(p: Prepared, split, paths, labels, events: Callback, done_before: int,
@@ -258,21 +300,31 @@ def _stream_features(p: Prepared, split, paths, labels, events: Callback, done_b
     n_all = len(paths) if n_all is None else n_all
     workers = _cpu_share(dist)
     chunks = [(paths[i:i + STREAM_CHUNK], labels[i:i + STREAM_CHUNK]) for i in range(0, len(paths), STREAM_CHUNK)]
-    xs: list[torch.Tensor] = []
+    # two decode buffers, used in turn, and one features tensor for the whole block, all allocated once:
+    # a fresh 19 MB buffer per chunk left small long-lived blocks between the freed ones, and the
+    # process grew by about a chunk each chunk (bench/RESULTS.md, issue 16)
+    size = p.prep.size
+    buffers = [torch.empty((min(STREAM_CHUNK, len(paths)), 3, size, size), dtype=torch.uint8) for _ in range(2)]
+    feats: torch.Tensor | None = None
     ys: list[torch.Tensor] = []
+    filled = 0
     done = 0
+
+    def read(k: int):
+        return reader.submit(decode_records, *chunks[k], p.prep, None, workers, True, buffers[k % 2])
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tl-read") as reader:
-        pending = reader.submit(decode_records, *chunks[0], p.prep, None, workers, True) if chunks else None
+        pending = read(0) if chunks else None
         for k in range(len(chunks)):
             dec = pending.result()
-            pending = reader.submit(decode_records, *chunks[k + 1], p.prep, None, workers, True) \
-                if k + 1 < len(chunks) else None
+            # the next chunk goes into the other buffer: the one whose pictures went through last time
+            pending = read(k + 1) if k + 1 < len(chunks) else None
             for path, reason in dec.failed:
                 if skipped is not None:
                     skipped.append((path, reason))
                 else:
                     events.on_warning("unreadable", f"Skipped {path}: {reason}.")
-            if len(dec.images) and not xs:
+            if len(dec.images) and feats is None:
                 # the size of one picture's features decides whether caching all of them fits in memory
                 probe = compute_features(split.prefix, dec.images[:1], p.normalize, dev.device,
                                          amp_dtype=dev.amp_dtype, channels_last=dev.channels_last)
@@ -282,17 +334,21 @@ def _stream_features(p: Prepared, split, paths, labels, events: Callback, done_b
                     if pending is not None:
                         pending.cancel()
                     return None
+                feats = torch.empty((len(paths), *probe.shape[1:]), dtype=torch.float32)
             if len(dec.images):
-                xs.append(compute_features(split.prefix, dec.images, p.normalize, dev.device,
-                                           amp_dtype=dev.amp_dtype, channels_last=dev.channels_last))
+                compute_features(split.prefix, dec.images, p.normalize, dev.device,
+                                 batch_size=feature_batch(dev.device), amp_dtype=dev.amp_dtype,
+                                 channels_last=dev.channels_last, out=feats[filled:filled + len(dec.images)])
+                filled += len(dec.images)
                 ys.append(dec.labels)
+            del dec
             done += len(chunks[k][0])
             events.on_prepare("features", done_before + _shown(done, len(paths), n_all, dist), total)
-    if not xs:
+    if not filled:
         if dist.active:   # this block had nothing readable; the gathered whole decides
             return torch.empty(0), torch.empty(0, dtype=torch.long)
         raise DataError("None of the images could be read. Run the data check to see why.")
-    return torch.cat(xs), torch.cat(ys)
+    return (feats if filled == len(feats) else feats[:filled].clone()), torch.cat(ys)
 
 
 @dataclass

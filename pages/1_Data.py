@@ -8,7 +8,7 @@ import streamlit as st
 
 from pages._shared import require_app, figure, guard, header, next_step, save, ui
 from tl_core.app.formatting import markdown_safe
-from tl_core.app.previews import checked_dataset, display_picture, examples_per_class, split_preview
+from tl_core.app.previews import checked_dataset, display_picture, examples_per_class, odd_look, split_preview
 from tl_core.app.workspace import folder_access, new_upload_dir, upload_limit_mb, uploaded_signature
 
 require_app(__file__)
@@ -144,7 +144,7 @@ report = None
 with guard():
     bar = st.progress(0.0, text="Opening every picture to check it…")
 
-    def progress(done: int, total: int) -> None:  # opening every picture, then the network looks at each once
+    def progress(done: int, total: int) -> None:  # opening every picture (the odd-picture look is in the background)
         bar.progress(done / total if total else 1.0, text=f"Checking every picture… {done / total if total else 1:.0%}")
 
     report = checked_dataset(root, progress=progress)
@@ -152,6 +152,9 @@ with guard():
 
 if report is None:
     st.stop()
+look = odd_look(root, report)
+if look.running:
+    look.thread.join(timeout=1.5)   # a small or remembered folder is done by now: no second drawing
 
 classes = list(report.scan.classes)
 counts = dict(report.counts)
@@ -169,7 +172,7 @@ if "data_val_pct" in st.session_state and facts.kind == "random":  # the slider 
 c1, c2, c3 = st.columns(3)
 c1.metric("Pictures", f"{sum(counts.values()):,}")
 c2.metric("Categories", len(classes))
-serious = [p for p in report.problems if p.severity in ("error", "warning")]
+serious = [p for p in report.problems + look.problems if p.severity in ("error", "warning")]
 c3.metric("Problems found", len(serious))
 st.caption(f"Split used for training: {facts.describe()}.")
 
@@ -221,29 +224,46 @@ def odd_picture_row(p) -> None:
         problem_box(p)
 
 
+def odd_pictures_part(look) -> None:
+    odd_pictures = look.problems
+    if odd_pictures:
+        n_odd = len(odd_pictures)
+        st.markdown((f"**{n_odd} picture looks unlike the rest of its category**" if n_odd == 1 else
+                     f"**{n_odd} pictures look unlike the rest of their category**, most unusual first")
+                    + " (as the pretrained network sees them; an unusual but right picture can stay).")
+        for p in odd_pictures[:ODD_SHOWN]:
+            odd_picture_row(p)
+        if len(odd_pictures) > ODD_SHOWN:
+            with st.expander(f"{len(odd_pictures) - ODD_SHOWN} more"):
+                for p in odd_pictures[ODD_SHOWN:]:
+                    odd_picture_row(p)
+    note = look.found.note if look.found is not None else look.message
+    if note:
+        st.caption(markdown_safe(note))
+
+
+@st.fragment(run_every=1.0)
+def odd_pictures_waiting(root: str) -> None:
+    """Redrawn every second while the network looks at the pictures; the whole page once it is done."""
+    look = odd_look(root, report)
+    if not look.running:
+        st.rerun(scope="app")
+    st.progress(look.fraction, text=f"Looking for pictures unlike the rest of their category… {look.fraction:.0%} "
+                                    "(everything else on this page is ready; you can go on meanwhile)")
+
+
 st.subheader("Problems found")
-odd_pictures = [p for p in report.problems if p.kind == "outlier"]
-others = [p for p in report.problems if p.kind != "outlier"]
-if not report.problems:
-    looked = " no picture looks out of place," if report.odd is not None and report.odd.categories else ""
+if not report.problems and not look.problems and not look.running:
+    looked = " no picture looks out of place," if look.found is not None and look.found.categories else ""
     st.success(f"No problems found: every picture opened, no copies,{looked} the categories are balanced.",
                icon=":material/check_circle:")
 order = {"error": 0, "warning": 1, "info": 2}
-for p in sorted(others, key=lambda p: order.get(p.severity, 3)):
+for p in sorted(report.problems, key=lambda p: order.get(p.severity, 3)):
     problem_box(p)
-if odd_pictures:
-    n_odd = len(odd_pictures)
-    st.markdown((f"**{n_odd} picture looks unlike the rest of its category**" if n_odd == 1 else
-                 f"**{n_odd} pictures look unlike the rest of their category**, most unusual first")
-                + " (as the pretrained network sees them; an unusual but right picture can stay).")
-    for p in odd_pictures[:ODD_SHOWN]:
-        odd_picture_row(p)
-    if len(odd_pictures) > ODD_SHOWN:
-        with st.expander(f"{len(odd_pictures) - ODD_SHOWN} more"):
-            for p in odd_pictures[ODD_SHOWN:]:
-                odd_picture_row(p)
-if report.odd is not None and report.odd.note:
-    st.caption(markdown_safe(report.odd.note))
+if look.running:
+    odd_pictures_waiting(str(root))
+else:
+    odd_pictures_part(look)
 
 st.subheader("Keep some aside to check the model")
 st.caption("The model never trains on these pictures; they show how well it does on pictures it has not seen.")

@@ -918,3 +918,45 @@ def test_results_selections_start_over_for_another_run(env, trained_run, monkeyp
     assert (at.selectbox(key="results_true").value, at.selectbox(key="results_pred").value) == default_pair
     assert at.selectbox(key="results_cam_pick").value == default_cam
     assert any(f"of *{default_pair[0]}* that the model called *{default_pair[1]}*" in m.value for m in at.markdown)
+
+
+PETS_FEW = ROOT.parent / "shared" / "datasets" / "pets" / "few"
+
+
+@pytest.mark.skipif(not PETS_FEW.is_dir(), reason="the shared pets photos are not on this machine")
+def test_data_page_shows_everything_at_once_and_odd_pictures_when_the_network_has_looked(env, monkeypatch):
+    """The look for odd pictures runs in the background (minutes on a big folder): the page never
+    waits for it, says it is looking, and lists the odd picture once done."""
+    import shutil
+
+    from PIL import Image, ImageDraw
+
+    from tl_core.app import previews
+
+    root = env / "pets"
+    for c in ("cat", "dog"):
+        shutil.copytree(PETS_FEW / "train" / c, root / c)
+    im = Image.new("RGB", (180, 180), (224, 224, 224))
+    ImageDraw.Draw(im).text((40, 120), "image not found", fill=(110, 110, 110))
+    im.save(root / "cat" / "placeholder.png")
+    remember(env / "workspace", data_root=str(root), data_source="path")
+
+    started = []
+    real = previews.OddLook._look
+
+    def slow_look(self):   # the first look is still running when the page is drawn
+        started.append(self)
+        time.sleep(3)
+        real(self)
+
+    monkeypatch.setattr(previews.OddLook, "_look", slow_look)
+    at = app("pages/1_Data.py")
+    assert metric(at, "Pictures") == "81"                      # everything else is there at once
+    bars = lambda: [b.proto.text for b in at.get("progress")]   # noqa: E731
+    assert any("Looking for pictures unlike the rest" in t for t in bars()), bars()
+    assert not [w for w in at.warning if "placeholder.png" in w.value]
+    started[0].thread.join(120)
+    at.run()
+    assert not any("Looking for pictures" in t for t in bars()), bars()
+    assert any("placeholder.png" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert metric(at, "Problems found") != "0"

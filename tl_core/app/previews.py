@@ -2,6 +2,7 @@
 remembered check of a folder, the split preview and picture counts without opening pictures."""
 from __future__ import annotations
 
+import atexit
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -49,15 +50,84 @@ _CHECKS = _LRU(8)
 
 
 def checked_dataset(root: str | Path, progress: Callable[[int, int], None] | None = None):
-    """:func:`tl_core.check`, remembered per folder content for this process
-    (the Data page redraws on every click; opening every picture each time would be slow)."""
+    """:func:`tl_core.check` without the look for odd pictures (:func:`odd_look` makes it in the
+    background), remembered per folder content for this process (the Data page redraws on every
+    click; opening every picture each time would be slow)."""
     key = (str(Path(root).resolve()), folder_fingerprint(root))
     hit = _CHECKS.get(key)
     if hit is not None:
         return hit
-    report = tl_core.check(root, progress=progress)
+    report = tl_core.check(root, progress=progress, outliers=False)   # odd pictures: see odd_look
     _CHECKS.put(key, report)
     return report
+
+
+class OddLook:
+    """The look for odd pictures of one folder, made in a background thread: the network looks at
+    every picture once, which takes minutes on a big folder the first time (25,000 photos: the check
+    itself takes about 15 s), so the Data page shows everything else at once and this part when it is
+    ready. ``state`` is "running", "done" or "failed"; ``fraction`` of the pictures looked at so far."""
+
+    def __init__(self, records: list[Any]):
+        self.state = "running"
+        self.fraction = 0.0
+        self.found = None          # tl_core.data.outliers.OddPictures when done
+        self.problems: list[Any] = []
+        self.message = ""
+        self._records = records
+        self.thread = threading.Thread(target=self._look, name="tl-odd-pictures", daemon=True)
+
+    def _look(self) -> None:
+        from tl_core.data.outliers import find_odd_pictures, odd_problems
+
+        def progress(done: int, total: int) -> None:
+            if _STOP.is_set():   # the server is stopping: end between two chunks of pictures
+                raise RuntimeError("the app is stopping")
+            self.fraction = done / total if total else 1.0
+
+        try:
+            found = find_odd_pictures(self._records, progress=progress)
+            self.found, self.problems = found, odd_problems(found)
+            self.state = "done"
+        except Exception as err:  # noqa: BLE001 - the rest of the Data page stands without this part
+            self.message = f"Odd pictures were not looked for: {err}"
+            self.state = "failed"
+        finally:
+            self.fraction, self._records = 1.0, []
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+_ODD = _LRU(8)
+_ODD_LOCK = threading.Lock()
+_STOP = threading.Event()
+
+
+@atexit.register
+def _stop_looks(timeout: float = 30.0) -> None:
+    """A daemon thread still inside PyTorch while Python finalises aborts the process ("terminate
+    called..."): a look under way stops at its next chunk of pictures and is waited for."""
+    _STOP.set()
+    with _ODD_LOCK:
+        with _ODD.lock:
+            looks = [look for look in _ODD.items.values() if look.running]
+    for look in looks:
+        look.thread.join(timeout)
+
+
+def odd_look(root: str | Path, report) -> OddLook:
+    """The look for odd pictures in ``root`` (its quick ``report`` from :func:`checked_dataset`):
+    started in the background on first call, the same object for the same folder content after."""
+    key = (str(Path(root).resolve()), folder_fingerprint(root))
+    with _ODD_LOCK:
+        look = _ODD.get(key)
+        if look is None:
+            look = OddLook(list(report.readable))
+            _ODD.put(key, look)
+            look.thread.start()
+    return look
 
 
 def cached_check(root: str | Path):

@@ -79,6 +79,18 @@ def test_classroom_codes_are_short_readable_and_from_the_environment(room, monke
     assert classroom.network_address()  # an address or 0.0.0.0, never an error
 
 
+def test_classroom_banner_says_https_when_a_certificate_is_given(room, monkeypatch, tmp_path):
+    monkeypatch.delenv("STREAMLIT_SERVER_SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("STREAMLIT_SERVER_SSL_KEY_FILE", raising=False)
+    monkeypatch.setenv("STREAMLIT_SERVER_SSL_CERT_FILE", "/etc/tl-cert.pem")
+    assert "http://10.1.2.3:9000" in classroom.plan("10.1.2.3", 9000, hosts=["localhost"]).banner()  # no key: http
+    monkeypatch.setenv("STREAMLIT_SERVER_SSL_KEY_FILE", "/etc/tl-key.pem")
+    assert "https://10.1.2.3:9000" in classroom.plan("10.1.2.3", 9000, hosts=["localhost"]).banner()
+    config = tmp_path / "config.toml"
+    config.write_text('[server]\nsslCertFile = "c.pem"\nsslKeyFile = "k.pem"\n')
+    assert classroom.serves_https({}, config) and not classroom.serves_https({}, tmp_path / "missing.toml")
+
+
 def test_classroom_admission_is_per_session_and_remembered(room):
     assert not classroom.is_admitted(A)
     with pytest.raises(ClassroomError, match="not the class code"):

@@ -466,7 +466,7 @@ class Launch:
     @property
     def url(self) -> str:
         host = self.host if self.host not in ("0.0.0.0", "::") else socket.gethostname()
-        return f"http://{host}:{self.port}"
+        return f"{'https' if serves_https(self.env) else 'http'}://{host}:{self.port}"
 
     def banner(self) -> str:
         lim = limits_in(self.env)
@@ -477,6 +477,23 @@ class Launch:
             f"  Teacher code:    {self.teacher_code}   (keep it to yourself: it opens the Teacher page)",
             f"  Limits:          {lim.words() or 'none'} per student",
             "", "Stop with Ctrl-C. Each student's work stays in the workspace folder.", ""])
+
+
+def serves_https(env: dict, config: Path | None = None) -> bool:
+    """Whether Streamlit will serve https: a certificate and its key given through the environment
+    (``STREAMLIT_SERVER_SSL_CERT_FILE`` / ``..._KEY_FILE``) or ``.streamlit/config.toml``'s
+    ``server.sslCertFile`` / ``sslKeyFile`` (the camera needs https on a classroom network)."""
+    if env.get("STREAMLIT_SERVER_SSL_CERT_FILE") and env.get("STREAMLIT_SERVER_SSL_KEY_FILE"):
+        return True
+    path = config or Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml"
+    try:
+        import tomllib
+
+        with open(path, "rb") as fh:
+            server = tomllib.load(fh).get("server", {})
+        return bool(server.get("sslCertFile") and server.get("sslKeyFile"))
+    except (OSError, ValueError):
+        return False
 
 
 def limits_in(env: dict) -> Limits:

@@ -94,6 +94,7 @@ def app_frame(home):
     """What every run of the app draws around a page: page config, navigation, sidebar.
 
     Returns the page to run and the sidebar box for :func:`sidebar_choices`."""
+    set_session_source(_admitted_session)   # every run: this module is imported once per process
     presenting = presentation_mode()
     st.set_page_config(page_title="Transfer Lab", page_icon=_icon(), layout="wide",
                        initial_sidebar_state="collapsed" if presenting else "auto")

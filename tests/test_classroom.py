@@ -212,7 +212,7 @@ def test_classroom_pages_ask_for_the_code_and_show_only_ones_own_runs(room, monk
     at.text_input(key="gate_code").set_value(CODE.lower())
     at.text_input(key="gate_name").set_value("Ada")
     at.button(key="gate_enter").click().run()
-    assert not at.exception and not at.error
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     assert classroom.admission(A)["name"] == "Ada"
     assert "gate_code" not in [t.key for t in at.text_input]
     # a refresh (a new session with the same address) is not asked again

@@ -16,7 +16,7 @@ ALLOWED_HOSTS ?= $(LOCAL_NAMES) $(if $(filter-out 127.0.0.1 localhost,$(HOST)),$
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,heic]'
 	touch $(STAMP)
 
 install: $(STAMP)

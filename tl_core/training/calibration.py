@@ -49,18 +49,28 @@ def calibration_data(state) -> CalibrationData:
     state.model.eval()
     train_idx = pick_references(state.train_y, MAX_REFERENCES).to(state.train_x.device)
     val_idx = pick_references(state.val_y, MAX_CALIBRATION).to(state.val_x.device)
-    train_f, _ = _features(state, state.train_x[train_idx])
-    val_f, val_logits = _features(state, state.val_x[val_idx])
+    train_f, _ = _features(state, state.train_x, train_idx)
+    val_f, val_logits = _features(state, state.val_x, val_idx)
     return CalibrationData(train_f, state.train_y[train_idx].cpu(), val_f, val_logits, state.val_y[val_idx].cpu(),
                            frozen_space(state.plan.to_dict(), None))
 
 
-def _features(state, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features and logits of the fit's inputs, whatever kind they are: the pooled features
-    themselves (``head``), the activations at a frozen boundary, or decoded pictures."""
+def _features(state, inputs: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features and logits of the fit's inputs ``inputs[index]``, whatever kind they are: the
+    pooled features themselves (``head``), the activations at a frozen boundary, or decoded pictures
+    (gathered a batch at a time: a thousand decoded pictures at once would be 150 MB more)."""
     feats, logits = [], []
-    for i in range(0, len(inputs), BATCH):
-        f, lg = _one_batch(state, inputs[i:i + BATCH].to(state.dev.device))
+    batch = BATCH
+    if not (state.mode == "features" and state.split is not None and state.split.boundary == "pre_logits"):
+        from tl_core.training.prepare import feature_batch   # network layers run: bounded activations
+
+        batch = min(BATCH, feature_batch(state.dev.device))
+    for i in range(0, len(index), batch):
+        x = inputs[index[i:i + batch]]
+        pages = getattr(state, "pages", None)   # memory-mapped pictures: their pages are handed back as read
+        if pages is not None:
+            pages.touched(x.numel() * x.element_size())
+        f, lg = _one_batch(state, x.to(state.dev.device))
         feats.append(f.float().cpu())
         logits.append(lg.float().cpu())
     return torch.cat(feats), torch.cat(logits)

@@ -8,7 +8,8 @@ are callbacks too, wired in :func:`~tl_core.training.callbacks.default_callbacks
 itself decides none of them. Preparation is in :mod:`~tl_core.training.prepare`, the optimizer
 and its schedule in :mod:`~tl_core.training.schedules`.
 
-Speed comes from three things (see bench/RESULTS.md): images are decoded once into memory,
+Speed comes from three things (see bench/RESULTS.md): images are decoded once (into a memory-mapped
+cache file, whose pages the loop hands back as it reads them: ``Prepared.pages``),
 a frozen prefix of the network is run once per image and cached (on disk too), and on a GPU the
 batches are augmented on the device under mixed precision in channels_last.
 
@@ -37,8 +38,8 @@ from tl_core.runs import RunFolder, default_runs_dir, new_run_id
 from tl_core.runtime.allocator import training_allocator
 from tl_core.training import distributed
 from tl_core.training.callbacks import BestEpoch, Callback, CallbackList, default_callbacks
-from tl_core.training.prepare import (Batches, Prepared, fit_start_info, load_inputs, make_batches, prepare_model,
-                                     run_summary)
+from tl_core.training.prepare import (Batches, Prepared, feature_batch, fit_start_info, load_inputs, make_batches,
+                                     prepare_model, run_summary)
 from tl_core.training.schedules import Optimization, make_optimization
 
 
@@ -228,6 +229,8 @@ class Trainer:
         total_loss, correct = 0.0, 0
         preds = []
         bs = self.config.train.batch_size * 2
+        if s.mode == "full":   # the whole network runs: on a CPU its activations are the memory (see prepare)
+            bs = min(bs, feature_batch(s.dev.device))
         with torch.inference_mode():
             for i in range(0, n, bs):
                 xb, yb = val_x[i:i + bs], val_y[i:i + bs]

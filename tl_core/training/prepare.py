@@ -1,6 +1,7 @@
 """The one-time work before the first epoch: seed, device, data check, model and freeze plan, then
-the training inputs, either the frozen prefix's features (computed once, cached on disk) or the
-images decoded once into memory; then the batches, with the class balance the loss or the sampler
+the training inputs, either the frozen prefix's features (computed once in a streamed pass whose
+memory does not grow with the pictures, cached on disk) or the images decoded once into a
+memory-mapped cache file; then the batches, with the class balance the loss or the sampler
 corrects for; and what the run says about all this as training starts (``on_fit_start`` info,
 summary.json)."""
 from __future__ import annotations

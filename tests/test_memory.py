@@ -36,10 +36,10 @@ def small_copy(dest: Path, classes=("bag", "sandal"), per_class: int = 12) -> Pa
     return dest
 
 
-def config_for(root: Path, cache: Path, freeze: str = "none", **train) -> RunConfig:
+def config_for(root: Path, cache: Path, freeze: str = "none", batch_size: int = 8, **train) -> RunConfig:
     return RunConfig(data=DataConfig(root=str(root)), model=ModelConfig(MODEL, weights="offline", image_size=64),
                      freeze=FreezeConfig(freeze),
-                     train=TrainConfig(epochs=1, batch_size=8, cache_dir=str(cache), device="cpu", **train))
+                     train=TrainConfig(epochs=1, batch_size=batch_size, cache_dir=str(cache), device="cpu", **train))
 
 
 def warnings_of(run_dir: str | Path) -> dict[str, str]:
@@ -270,3 +270,23 @@ def test_a_full_decoded_cache_disk_falls_back_to_memory(tiny_disk, tmp_path):
     assert not [f for f in left if f.endswith(".tmp")], left
     for f in tiny_disk.rglob("*.u8"):                # the small validation set may fit: then whole
         assert f.with_suffix(".json").is_file()
+
+
+def test_validation_and_calibration_of_a_full_fine_tune_run_a_bounded_number_of_pictures(tmp_path):
+    """When the whole network runs without gradients (validation, the end-of-fit calibration), at most
+    FEATURE_BATCH["cpu"] pictures go through it together, as in the feature pass."""
+    seen: list[tuple[bool, int]] = []
+
+    class Spy(Callback):
+        def on_fit_start(self, info):
+            # the first layer sees every picture, whichever way the network is called
+            self.trainer.state.model.conv_stem.register_forward_pre_hook(
+                lambda m, args: seen.append((m.training, int(args[0].shape[0]))))
+    root = small_copy(tmp_path / "data", per_class=20)
+    result = tl_core.train(config_for(root, tmp_path / "cache", batch_size=16), runs_dir=tmp_path / "runs",
+                           callbacks=[Spy()])
+    assert result.status == "finished", result.message
+    no_grad = [n for training, n in seen if not training]
+    assert no_grad and max(no_grad) <= prepare.FEATURE_BATCH["cpu"], seen
+    assert sum(no_grad) >= 8 + 32 + 8   # validation (8 of 40), calibration (32 train + 8 val) at least
+    assert max(n for training, n in seen if training) == 16

@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages._shared import (require_app, current_run_dir, figure, guard, header, need_data, next_step,
-                           queue_start_words, save, ui, view_run)
+                           presentation_mode, queue_start_words, save, ui, view_run)
 from tl_core.app import jobs
 from tl_core.config import AUGMENTS, BALANCE_MODES, DEFAULT_LR, RunConfig, TrainConfig
 from tl_core.errors import TransferLabError
@@ -166,6 +166,8 @@ def draw(view) -> None:
     def curves() -> None:
         fig = figure("training_curves", view.epoch_logs, view.batch_events)
         if fig is not None:
+            if presentation_mode():  # bigger type: the legend goes under the charts, clear of their titles
+                fig = figure("legend_below", fig)
             st.plotly_chart(fig, key="train_curves")
 
     if view.active and view.epoch_logs:

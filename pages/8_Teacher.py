@@ -85,8 +85,7 @@ def show_run(student: classroom.Student, run_dir: str) -> None:
     fig = figure("training_curves", view.epoch_logs, view.batch_events)
     if fig is not None:
         if presentation_mode():  # bigger type: the legend goes under the charts, clear of their titles
-            fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.28, x=0), margin=dict(b=120),
-                              height=(fig.layout.height or 360) + 80)
+            fig = figure("legend_below", fig)
         st.plotly_chart(fig, key="teacher_curves")
     report = evaluate.load_evaluation(run_dir)
     if report is not None:

@@ -161,3 +161,15 @@ def test_layer_groups_figure_names_groups_in_plain_words():
     fig = layer_groups_figure(groups)
     assert list(fig.layout.xaxis.categoryarray) == ["First layers", "Early layers 1", "New classifier"]
     assert fig.data[0].customdata[0][0] == "Stem"   # the technical label, in the hover
+
+
+def test_legend_below_moves_the_legend_under_the_charts_and_makes_room():
+    from tl_core.app.plots import legend_below, training_curves
+
+    fig = training_curves([{"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "train_accuracy": 0.5,
+                            "val_accuracy": 0.6}, {"epoch": 2, "train_loss": 0.8, "val_loss": 0.7,
+                                                   "train_accuracy": 0.6, "val_accuracy": 0.7}])
+    before = fig.layout.height or 360
+    legend_below(fig)
+    assert fig.layout.legend.y < 0 and fig.layout.legend.yanchor == "top"
+    assert fig.layout.height == before + 80 and fig.layout.margin.b == 120

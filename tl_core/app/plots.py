@@ -84,6 +84,14 @@ def _step_positions(batch_events: list[dict]) -> tuple[list[float], list[float]]
     return xs, ys
 
 
+def legend_below(fig: go.Figure) -> go.Figure:
+    """The legend under the charts instead of above them: with presentation mode's bigger type the
+    legend above ran into the chart titles."""
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.28, xanchor="left", x=0),
+                      margin=dict(b=120), height=(fig.layout.height or 360) + 80)
+    return fig
+
+
 def training_curves(epoch_logs: list[dict], batch_events: list[dict] | None = None) -> go.Figure:
     """Loss (left) and accuracy (right) per epoch, train and validation, with the step-level
     training loss as a faint line: the gap between the two curves is what shows overfitting."""

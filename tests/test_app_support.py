@@ -257,6 +257,7 @@ def test_run_row_and_format_seconds():
                               "best_val_accuracy": None, "epochs_done": None, "epochs_planned": None})
     assert (row["Title"], row["Data"], row["Took"], row["Best accuracy"], row["Epochs"]) == \
         ("Mine", "cats · own val/ folder", "", "", "")
+    assert formatting.run_row({**desc, "seconds": 0.4})["Took"] == "< 1 s"   # fits the table's narrow column
 
 
 def test_markdown_safe_shows_text_as_typed():

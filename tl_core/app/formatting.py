@@ -147,7 +147,7 @@ def run_row(desc: dict) -> dict:
             "Model": model_title(desc.get("model")),
             "Layers": preset_short(desc.get("preset"), bool(desc.get("custom_layers"))),
             "Best accuracy": format_accuracy(desc.get("best_val_accuracy"), desc.get("val_images")),
-            "Took": format_seconds(took) if took is not None else "",
+            "Took": ("< 1 s" if took < 1 else format_seconds(took)) if took is not None else "",  # a narrow column
             "Epochs": format_epochs(desc),
             "State": "damaged" if desc.get("damaged") else (desc.get("state") or "?"),
             "Run folder": desc.get("run_id", "")}

@@ -15,7 +15,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import tl_core
 from tl_core import (DataConfig, ExportError, FreezeConfig, ModelConfig, RunConfig, RunError, TrainConfig,
@@ -82,6 +83,29 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
                      freeze=FreezeConfig(preset=args.freeze), train=train)
 
 
+@contextmanager
+def _first_ctrl_c_stops() -> Iterator[threading.Event]:
+    """An event the first Ctrl-C sets (the work stops cleanly after this batch and keeps what is done);
+    a second Ctrl-C aborts. The caller's own Ctrl-C handling comes back afterwards (main() may run
+    inside another program); outside the main thread signals cannot be caught, so nothing changes."""
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        _say("Stopping after this batch (press Ctrl-C again to abort)...")
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     config = _run_config(args)   # a bad flag is answered here, before any process is started
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:   # not yet launched (no PyTorch needed to know)
@@ -115,22 +139,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         def on_warning(self, kind, message):
             _say(f"warning ({kind}): {message}")
 
-    stop = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):  # first Ctrl-C stops cleanly and keeps the best weights
-        _say("Stopping after this batch (press Ctrl-C again to abort)...")
-        stop.set()
-        signal.signal(signal.SIGINT, previous)
-
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with _first_ctrl_c_stops() as stop:   # keeps the best weights
         result = tl_core.train(config, runs_dir=args.runs_dir, callbacks=[Printer()], stop_event=stop)
-    finally:
-        if in_main:  # the caller's own Ctrl-C handling comes back (main() may run inside another program)
-            signal.signal(signal.SIGINT, previous)
     if rank != 0:   # one of several processes: rank 0 speaks for the run
         if result.status == "failed":
             print(f"Error (rank {rank} of {world}): {result.message}", file=sys.stderr)
@@ -556,22 +566,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         left = f", about {seconds_text(p.eta_seconds)} left" if p.eta_seconds is not None else ""
         _say(f"{p.fraction:4.0%}{left}  {p.current}")
 
-    stop = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):  # first Ctrl-C stops cleanly and keeps the finished runs
-        _say("Stopping after this batch (press Ctrl-C again to abort)...")
-        stop.set()
-        signal.signal(signal.SIGINT, previous)
-
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with _first_ctrl_c_stops() as stop:   # keeps the finished runs
         results = created.run(stop, progress)
-    finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
     if results["status"] == "failed":
         print(f"Error: {results['message']}", file=sys.stderr)
     else:

@@ -319,6 +319,16 @@ def fit(config: RunConfig, run: RunFolder | None = None, callbacks: Iterable[Cal
 def _fit_guarded(trainer: Trainer, run: RunFolder | None) -> FitResult:
     t0 = time.perf_counter()
     try:
+        return _fit_or_fail(trainer, run, t0)
+    except distributed.PeerStopped as err:
+        # torchrun's SIGTERM landed while an earlier failure was being recorded (a collective step fails as
+        # the other process exits, and the launcher ends this one a moment later). It is raised only once,
+        # so recording the failure again cannot be interrupted.
+        return _unexpected(trainer, run, err, t0)
+
+
+def _fit_or_fail(trainer: Trainer, run: RunFolder | None, t0: float) -> FitResult:
+    try:
         return trainer.fit()
     except _Stop:
         msg = ("Stopped by you. The best weights so far are kept." if trainer.best.epoch
@@ -330,19 +340,23 @@ def _fit_guarded(trainer: Trainer, run: RunFolder | None) -> FitResult:
         return _fail(trainer, "The computer ran out of memory. Use fewer or smaller images, a smaller "
                               "batch size, or a smaller model.", t0)
     except Exception as err:  # an unexpected bug: keep the details in the run folder for a report
-        detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        peer = trainer.dist.peer_failure() if trainer.dist.active else None
-        if peer is not None:   # another process failed first: its words (and its details) are the run's
-            if run is not None and peer.get("detail"):
-                (run.path / "error.log").write_text(peer["detail"], encoding="utf-8")
-            return _fail(trainer, trainer.dist.failure_words(peer), t0, reported=True)
-        if trainer.dist.active and isinstance(err, (distributed.PeerStopped, torch.distributed.DistError)):
-            return _fail(trainer, trainer.dist.lost_words(err), t0)
-        if run is not None:
-            (run.path / "error.log").write_text(detail, encoding="utf-8")
-        where = "in the run folder" if run is not None or not trainer.dist.active else "in rank 0's run folder"
-        return _fail(trainer, f"Training failed unexpectedly ({type(err).__name__}: {err}). "
-                              f"Details are in error.log {where}.", t0, detail=detail)
+        return _unexpected(trainer, run, err, t0)
+
+
+def _unexpected(trainer: Trainer, run: RunFolder | None, err: Exception, t0: float) -> FitResult:
+    detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    peer = trainer.dist.peer_failure() if trainer.dist.active else None
+    if peer is not None:   # another process failed first: its words (and its details) are the run's
+        if run is not None and peer.get("detail"):
+            (run.path / "error.log").write_text(peer["detail"], encoding="utf-8")
+        return _fail(trainer, trainer.dist.failure_words(peer), t0, reported=True)
+    if trainer.dist.active and isinstance(err, (distributed.PeerStopped, torch.distributed.DistError)):
+        return _fail(trainer, trainer.dist.lost_words(err), t0)
+    if run is not None:
+        (run.path / "error.log").write_text(detail, encoding="utf-8")
+    where = "in the run folder" if run is not None or not trainer.dist.active else "in rank 0's run folder"
+    return _fail(trainer, f"Training failed unexpectedly ({type(err).__name__}: {err}). "
+                          f"Details are in error.log {where}.", t0, detail=detail)
 
 
 def _fail(trainer: Trainer, message: str, t0: float, reported: bool = False, detail: str | None = None) -> FitResult:

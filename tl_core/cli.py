@@ -291,6 +291,26 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from tl_core.paths import cache_dir
+    from tl_core.runtime import cache_space
+
+    root = cache_dir()
+    cleared = cache_space.clear(root) if args.clear else None
+    u = cache_space.usage(root)
+    if cleared is not None:
+        _say(f"Removed {len(cleared.removed)} cached file(s), {_size(cleared.freed)}; what was used in the last "
+             "minute stays. It is all made again when needed (the next training on the same pictures is slower).")
+    limit = "no limit" if u.limit is None else f"limit {_size(u.limit)} (${cache_space.LIMIT_ENV})"
+    _say(f"Cache folder {root}: {_size(u.total)} in {u.entries} file(s), {limit}")
+    for kind, words in cache_space.KINDS.items():
+        _say(f"  {words:34s} {_size(u.by_kind[kind])}")
+    _print_json({"cache_dir": str(root), "bytes": u.total, "limit_bytes": u.limit, "entries": u.entries,
+                 "by_kind": u.by_kind, **({"removed": len(cleared.removed), "freed_bytes": cleared.freed}
+                                          if cleared is not None else {})})
+    return 0
+
+
 # -- project ------------------------------------------------------------------------------------
 
 def _size(n: int | None) -> str:
@@ -451,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir", default=None)
     r.set_defaults(func=_cmd_runs)
+    ca = sub.add_parser("cache", help="how much disk the cache uses (decoded pictures, features); --clear empties it")
+    ca.add_argument("--clear", action="store_true",
+                    help="remove what can be made again (decoded pictures, features, prepared downloads)")
+    ca.set_defaults(func=_cmd_cache)
     _add_lab_parser(sub)
     return p
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 from tl_core.files import atomic_path
 from tl_core.paths import cache_dir
+from tl_core.runtime.cache_space import after_write, mark_used
 from tl_core.runs import RunFolder
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only
@@ -61,8 +62,12 @@ def bundle_bytes(run_dir: str | Path) -> bytes:
     from tl_core.results.export import export_bundle_zip
 
     target = bundle_cache_path(run_dir)
-    if target.is_file():
-        return target.read_bytes()
+    try:
+        data = target.read_bytes()
+        mark_used(target)
+        return data
+    except OSError:   # not prepared yet, or forgotten by the cache's size limit: made again
+        pass
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tl-bundle-", dir=target.parent) as tmp:
         made = export_bundle_zip(run_dir, Path(tmp) / f"{RunFolder.open(run_dir).run_id}-model.zip")
@@ -71,6 +76,7 @@ def bundle_bytes(run_dir: str | Path) -> bytes:
         with atomic_path(target) as part:
             Path(part).write_bytes(data)
         _forget_older_bundles(target)
+        after_write(cache_dir(), target)
     except OSError as err:  # a full cache disk: the download still works, it is just not kept
         log.info("bundle not kept in the cache: %s", err)
     return data

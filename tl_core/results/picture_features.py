@@ -33,6 +33,7 @@ from tl_core.config import RunConfig
 from tl_core.files import save_safetensors_atomic
 from tl_core.models.preprocess import Preprocessing
 from tl_core.paths import cache_dir
+from tl_core.runtime.cache_space import after_write, mark_used
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ def load_bank(ex: Extractor) -> dict[str, torch.Tensor]:
         return {}
     if len(keys) != len(x):
         return {}
+    mark_used(path)
     return dict(zip(keys, x))
 
 
@@ -152,6 +154,8 @@ def save_bank(ex: Extractor, bank: dict[str, torch.Tensor], keep: Sequence[str] 
                                 metadata={"keys": json.dumps(keys)})
     except OSError as err:
         log.info("picture feature bank not saved: %s", err)
+        return
+    after_write(cache_dir(), _bank_path(ex))
 
 
 # -- features for a list of pictures ----------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from tl_core.data.images import load_image
+from tl_core.runtime.cache_space import after_write, mark_used
 from tl_core.runtime.device import cpu_cores
 from tl_core.errors import DataError, ImageLoadError
 from tl_core.models.preprocess import Preprocessing
@@ -183,6 +184,7 @@ def load_decoded_cache(cache_root: Path, key: str, labels: Sequence[int], prep: 
         return None
     dec = DecodedImages(rows.tensor, torch.tensor([labels[i] for i in kept], dtype=torch.long),
                         [paths[i] for i in kept], [(p, r) for p, r in info.get("failed", [])])
+    mark_used(data, meta)
     return dec, rows
 
 
@@ -219,6 +221,7 @@ def decode_to_cache(paths: Sequence[str], labels: Sequence[int], prep: Preproces
             return None
         write_json_atomic(meta, {"format": _FORMAT, "n": n, "size": prep.size, "kept": kept,
                                  "failed": [list(f) for f in failed]})
+        after_write(cache_root, data, meta)
     except OSError:
         for f in (data, meta):
             try:

@@ -24,6 +24,7 @@ from torch import nn
 from tl_core import __version__
 from tl_core.models.freezing import module_is_frozen
 from tl_core.files import save_safetensors_atomic
+from tl_core.runtime.cache_space import after_write, mark_used
 
 
 @dataclass
@@ -143,10 +144,12 @@ def load_cached_features(cache_root: Path, key: str) -> dict[str, torch.Tensor] 
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception:  # a damaged cache file is just a miss
         path.unlink(missing_ok=True)
         return None
+    mark_used(path)
+    return tensors
 
 
 def save_cached_features(cache_root: Path, key: str, tensors: dict[str, torch.Tensor]) -> Path | None:
@@ -155,9 +158,11 @@ def save_cached_features(cache_root: Path, key: str, tensors: dict[str, torch.Te
     training, and no partial file is left behind."""
     final = cache_root / "features" / f"{key}.safetensors"
     try:
-        return save_safetensors_atomic(final, {k: v.contiguous().cpu() for k, v in tensors.items()})
+        saved = save_safetensors_atomic(final, {k: v.contiguous().cpu() for k, v in tensors.items()})
     except OSError:
         return None
+    after_write(cache_root, saved)
+    return saved
 
 
 @torch.no_grad()  # not inference_mode: the features feed autograd later

@@ -20,10 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import tl_core
 from tl_core import cli
 from tl_core.config import DataConfig, FreezeConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.data.sample import sample_dir
-from tl_core.errors import DataError, ImageLoadError, RunError, WeightsError
+from tl_core.errors import ConfigError, DataError, ExportError, ImageLoadError, RunError, WeightsError
 
 MODEL = "tf_efficientnet_lite0"
 
@@ -240,6 +241,13 @@ def test_top_k_must_be_at_least_one(k, sample_run, capsys):
     assert "must be a whole number of at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("k", [0, -1, 2.5, True, "3"])
+def test_the_library_refuses_a_top_k_below_one_as_the_cli_does(k, sample_run):
+    """tl_core.predict(top_k=0) quietly listed one category: the library now says what it needs."""
+    with pytest.raises(ConfigError, match="top_k must be a whole number of at least 1"):
+        tl_core.predict(sample_run, [sorted((sample_dir() / "bag").iterdir())[0]], top_k=k)
+
+
 def test_export_to_a_place_that_cannot_be_written_is_a_plain_error(sample_run, tmp_path, capsys):
     """Item 8: an export to a place that cannot be written failed only after the work, blaming the
     format ("The ONNX export failed ... The bundle and TorchScript exports still work")."""
@@ -248,8 +256,11 @@ def test_export_to_a_place_that_cannot_be_written_is_a_plain_error(sample_run, t
     code = cli.main(["export", str(sample_run), "--format", "onnx", "--out", str(blocker / "out" / "m.onnx")])
     assert code == cli.EXIT_ERROR
     err = capsys.readouterr().err
-    assert "Cannot write the export" in err and "Choose another place with --out" in err
+    assert "Cannot write the export" in err and "Choose another place" in err
     assert blocker.read_text() == "not a folder"
+    # the library (and so the app) refuses it the same way, before any work
+    with pytest.raises(ExportError, match="is not a folder you can write to"):
+        tl_core.export(sample_run, "bundle", blocker / "bundle")
 
 
 def test_export_to_a_read_only_disk_is_a_plain_error(sample_run, tiny_disk, capsys):

@@ -138,6 +138,8 @@ def predict(run_dir: str | Path, images: Sequence[str | Path | Image.Image], *, 
     """
     from tl_core.results.inference import load_run_model
 
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k must be a whole number of at least 1 (how many categories to list), got {top_k!r}.")
     loaded = load_run_model(run_dir)
     return _predictions(loaded, images, top_k)
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import tl_core
-from tl_core import (DataConfig, ExportError, FreezeConfig, ModelConfig, RunConfig, RunError, TrainConfig,
+from tl_core import (DataConfig, FreezeConfig, ModelConfig, RunConfig, RunError, TrainConfig,
                      TransferLabError)
 from tl_core.files import disk_full, short_path
 
@@ -252,23 +252,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return status
 
 
-def _writable_destination(out: str) -> None:
-    """Refuse an export destination that cannot be written before any work is done: the closest
-    folder that exists must be a folder this user may write to."""
-    target = os.path.abspath(os.path.expanduser(out))
-    parent = os.path.dirname(target)
-    while parent and not os.path.lexists(parent):
-        up = os.path.dirname(parent)
-        if up == parent:
-            break
-        parent = up
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"Cannot write the export to {short_path(target)}: {short_path(parent)} is not a folder "
-                          "you can write to. Choose another place with --out.")
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
-    _writable_destination(args.out)
     path = tl_core.export(args.run_dir, args.format, args.out)
     _say(f"Exported {args.format} to {path}")
     _print_json({"format": args.format, "path": str(path)})

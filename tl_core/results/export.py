@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -55,7 +56,7 @@ from PIL import Image
 
 from tl_core.config import RunConfig
 from tl_core.errors import ExportError, RunError, TransferLabError
-from tl_core.files import atomic_path, write_json_atomic
+from tl_core.files import atomic_path, short_path, write_json_atomic
 from tl_core.runs import CONFIG_FILE, LABELS_FILE, PREPROCESSING_FILE, WEIGHTS_FILE, RunFolder
 from tl_core.runs.validate import check_run
 
@@ -578,12 +579,29 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
         raise ExportError("Choose where to save the export (--out PATH).")
     out = Path(out).expanduser()
     _open(run_dir)  # plain message for a missing run or missing weights, before any work
+    check_destination(out)
     if fmt_key in ("bundle", "safetensors"):
         return export_bundle_zip(run_dir, out) if out.suffix.lower() == ".zip" else export_bundle(run_dir, out)
     default_name = {"onnx": "model.onnx", "torchscript": "model.pt"}[fmt_key]
     if out.is_dir():
         out = out / default_name
     return (export_onnx if fmt_key == "onnx" else export_torchscript)(run_dir, out)
+
+
+def check_destination(out: str | Path) -> None:
+    """Refuse a destination that cannot be written before any work is done (an ONNX export checks its
+    file on real pictures first: failing only at the end blamed the format). The closest folder that
+    exists must be a folder this user may write to."""
+    target = os.path.abspath(os.path.expanduser(str(out)))
+    parent = os.path.dirname(target)
+    while parent and not os.path.lexists(parent):
+        up = os.path.dirname(parent)
+        if up == parent:
+            break
+        parent = up
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"Cannot write the export to {short_path(target)}: {short_path(parent)} is not a folder "
+                          "you can write to. Choose another place to save it.")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import figure, guard, header, presentation_mode, queue_start_words, require_app, session_token
+from pages._shared import (figure, guard, header, keep_teacher_proof, presentation_mode, queue_start_words, require_app,
+                           session_token, teacher_here)
 from tl_core.app import classroom
 from tl_core.app.formatting import format_accuracy, format_seconds, format_when, markdown_safe, run_label, run_row
 from tl_core.app.workspace import classroom_mode
@@ -19,13 +20,16 @@ TEACHER_COLUMNS = {"Student": 130, "Joined": 80, "Runs": 50, "Best accuracy": 11
 def ask_teacher_code() -> None:
     header("Teacher", "This page is for the teacher: type the **teacher code** printed where the classroom "
            "server was started.")
+    if classroom.was_teacher(session_token()):
+        st.caption("It is asked again after the page is reloaded or opened in a new tab: this page's address "
+                   "shows on the projector, and the address alone must not open the teacher view.")
     with st.form("teacher_gate"):
         code = st.text_input("Teacher code", type="password", key="teacher_code", max_chars=30)
         entered = st.form_submit_button("Open the teacher view", type="primary", icon=":material/school:",
                                         key="teacher_enter")
     if entered:
         with guard():
-            classroom.become_teacher(session_token(), code)
+            keep_teacher_proof(classroom.become_teacher(session_token(), code))
             st.rerun()
 
 
@@ -201,7 +205,7 @@ def teacher_view() -> None:
 
 if not classroom_mode():
     header("Teacher", "The teacher view belongs to a classroom server: start one with `make classroom`.")
-elif not classroom.is_teacher(session_token()):
+elif not teacher_here():
     ask_teacher_code()
 else:
     teacher_view()

@@ -108,7 +108,7 @@ def app_frame(home):
                  for file in PAGES.values()]
         st.navigation(door, position="hidden").run()
         st.stop()
-    teacher = classroom_mode() and classroom.is_teacher(session_token())
+    teacher = classroom_mode() and classroom.was_teacher(session_token())
     page = st.navigation([
         st.Page(home, title="Home", icon=":material/home:", default=True, url_path="home"),
         st.Page(PAGES["data"], title="Data", icon=":material/folder:"),
@@ -235,9 +235,23 @@ def class_code_page() -> None:
                "Keep this page's address to come back to your work; anyone with the address can open it.")
     if entered:
         with guard():
-            classroom.admit(session_token(), code, name)
+            record = classroom.admit(session_token(), code, name)
+            if record.get("teacher_proof"):
+                keep_teacher_proof(record["teacher_proof"])
             st.session_state["tl_admitted"] = session_token()
             st.rerun()
+
+
+TEACHER_PROOF_KEY = "tl_teacher_proof"
+
+
+def teacher_here() -> bool:
+    """The teacher view is open in this tab (the teacher code was typed here, not only in this address)."""
+    return classroom.is_teacher(session_token(), st.session_state.get(TEACHER_PROOF_KEY))
+
+
+def keep_teacher_proof(proof: str) -> None:
+    st.session_state[TEACHER_PROOF_KEY] = proof
 
 
 def session_token() -> str:

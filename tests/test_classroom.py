@@ -97,16 +97,27 @@ def test_classroom_admission_is_per_session_and_remembered(room):
         classroom.admit(A, "WRONG1")
     assert not classroom.is_admitted(A)
     classroom.admit(A, "k7p 4qx", name="  Ada\x07 Lovelace  ")
-    assert classroom.is_admitted(A) and not classroom.is_teacher(A)
+    assert classroom.is_admitted(A) and not classroom.was_teacher(A)
     assert classroom.admission(A)["name"] == "Ada Lovelace"
     assert not classroom.is_admitted(B)                      # another token is not let in by A's code
     assert not classroom.is_admitted("../" + A)              # nothing from the address reaches outside sessions/
     with pytest.raises(ClassroomError, match="teacher code"):
         classroom.become_teacher(A, CODE)
-    classroom.become_teacher(A, TEACHER)
-    assert classroom.is_teacher(A)
-    classroom.admit(B, TEACHER)                              # the teacher code also opens the door
-    assert classroom.is_teacher(B)
+    proof = classroom.become_teacher(A, TEACHER)
+    assert classroom.is_teacher(A, proof) and classroom.was_teacher(A)
+    # the address alone (the token) does not open the teacher view: it shows on the projector
+    assert not classroom.is_teacher(A, None) and not classroom.is_teacher(A, "") and not classroom.is_teacher(A, "x" * 32)
+    assert not classroom.is_teacher(B, proof)                # another session cannot borrow the proof
+    assert proof not in json.dumps(classroom.admission(A))   # only its hash is on disk
+    second_tab = classroom.become_teacher(A, TEACHER)
+    assert classroom.is_teacher(A, second_tab) and classroom.is_teacher(A, proof)   # both tabs stay open
+    for _ in range(classroom.TEACHER_PROOFS_KEPT):
+        classroom.become_teacher(A, TEACHER)
+    assert not classroom.is_teacher(A, proof)                # the oldest tabs are forgotten
+    record = classroom.admit(B, TEACHER)                     # the teacher code also opens the door
+    assert classroom.is_teacher(B, record["teacher_proof"]) and "teacher_proof" not in classroom.admission(B)
+    assert "teacher_proof" not in classroom.admit(A, CODE)   # the class code hands out no proof
+    assert classroom.was_teacher(A) and classroom.admission(A)["name"] == "Ada Lovelace"
     # a script guessing codes has to wait
     for _ in range(classroom.WRONG_CODES_PER_MINUTE):
         with pytest.raises(ClassroomError):
@@ -241,11 +252,17 @@ def test_classroom_pages_ask_for_the_code_and_show_only_ones_own_runs(room, monk
     assert set(students["Runs"]) == {1}
     # cleanup on the teacher's click (never the teacher's own workspace), and its undo
     monkeypatch.setenv("TL_CLASSROOM_CLEANUP_DAYS", "0")   # the documented setting: the age offered
-    teacher = _page(A, "pages/8_Teacher.py")                # (a refresh: the teacher is not asked again)
+    # a reload (or a student who copied the address off the projector) is asked for the code again
+    teacher = _page(A, "pages/8_Teacher.py")
+    assert [t.key for t in teacher.text_input] == ["teacher_code"] and not teacher.dataframe
+    assert "asked again after the page is reloaded" in _texts(teacher)
+    teacher.text_input(key="teacher_code").set_value(TEACHER)
+    teacher.button(key="teacher_enter").click().run()
+    teacher.run()
     assert teacher.number_input(key="teacher_cleanup_days").value == 0
     teacher.button(key="teacher_cleanup").click().run()
     assert not teacher.exception and not classroom.is_admitted(B) and classroom.is_admitted(A)
-    teacher = _page(A, "pages/8_Teacher.py")
+    teacher.run()
     restore = [b for b in teacher.button if b.key.startswith("teacher_restore_")]
     assert len(restore) == 1
     restore[0].click().run()

@@ -1,7 +1,8 @@
 """Classroom mode: one Transfer Lab server for a whole room (``make classroom``).
 
 - **Codes.** A short class code (``TL_CLASSROOM_CODE``, else made up at start) lets a browser in; a
-  separate teacher code (``TL_TEACHER_CODE``) opens the Teacher page. Both are printed by the launcher
+  separate teacher code (``TL_TEACHER_CODE``) opens the Teacher page, in the one tab where it was typed
+  (a proof kept in the tab's memory, :func:`is_teacher`: the address shows on the projector). Both are printed by the launcher
   (:func:`main`), which then starts Streamlit with ``TL_CLASSROOM=1`` and the codes in its environment.
 - **Admission.** Entering the right code is recorded per browser session (its token, the
   ``?session=`` in the address) in ``workspace/sessions/<token>/admission.json``, with the optional
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import hmac
 import json
 import os
@@ -43,6 +45,7 @@ CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CLASS_CODE_LENGTH = 6
 TEACHER_CODE_LENGTH = 8
 NAME_MAX_CHARS = 40
+TEACHER_PROOFS_KEPT = 8   # tabs (or reloads) that keep the teacher view open at once
 # Wrong codes allowed per browser session per minute before it has to wait (a script guessing codes).
 WRONG_CODES_PER_MINUTE = 8
 
@@ -119,8 +122,33 @@ def is_admitted(token: str | None) -> bool:
     return bool(token) and admission(token) is not None
 
 
-def is_teacher(token: str | None) -> bool:
+def is_teacher(token: str | None, proof: str | None) -> bool:
+    """The teacher view is open to this browser tab: its session typed the teacher code and the tab holds
+    the proof handed out then (kept in the tab's memory, never in the address). The address alone is
+    not enough: it shows on the projector, and a student could copy it."""
+    if not token or not proof:
+        return False
+    record = admission(token) or {}
+    given = _proof_hash(proof)
+    return bool(record.get("teacher")) and any(hmac.compare_digest(given, str(h))
+                                               for h in record.get("teacher_proofs") or [])
+
+
+def was_teacher(token: str | None) -> bool:
+    """This session typed the teacher code once (the Teacher page is then listed; it asks for the code
+    again in a tab that does not hold the proof, such as after a reload)."""
     return bool(token) and bool((admission(token) or {}).get("teacher"))
+
+
+def _proof_hash(proof: str) -> str:
+    return hashlib.sha256(proof.encode("utf-8")).hexdigest()
+
+
+def _with_teacher_proof(record: dict) -> tuple[dict, str]:
+    """``record`` with a new teacher proof's hash (the last few kept: one per open tab), and the proof."""
+    proof = secrets.token_urlsafe(24)
+    proofs = [*(record.get("teacher_proofs") or []), _proof_hash(proof)][-TEACHER_PROOFS_KEPT:]
+    return {**record, "teacher": True, "teacher_proofs": proofs}, proof
 
 
 def clean_name(name: object) -> str:
@@ -131,8 +159,9 @@ def clean_name(name: object) -> str:
 
 def admit(token: str, typed_code: object, name: object = "") -> dict:
     """Let this browser session in when ``typed_code`` is the class code (or the teacher code, which
-    also opens the Teacher page), remembering the optional ``name``. A wrong code is a plain
-    :class:`ClassroomError`; so are many wrong codes in a minute."""
+    also opens the Teacher page: the returned record then holds ``teacher_proof`` for the tab to keep),
+    remembering the optional ``name``. A wrong code is a plain :class:`ClassroomError`; so are many
+    wrong codes in a minute."""
     root = session_root(token)
     _check_not_guessing(token)
     teacher = _matches(typed_code, teacher_code())
@@ -143,24 +172,28 @@ def admit(token: str, typed_code: object, name: object = "") -> dict:
         raise ClassroomError("That is not the class code. Type the code your teacher shows (letters and digits; "
                              "capitals or not does not matter).")
     previous = admission(token) or {}
-    record = {"admitted_at": previous.get("admitted_at") or time.time(), "name": clean_name(name) or
-              previous.get("name", ""), "teacher": bool(teacher or previous.get("teacher"))}
+    record = {**previous, "admitted_at": previous.get("admitted_at") or time.time(),
+              "name": clean_name(name) or previous.get("name", ""), "teacher": bool(teacher or previous.get("teacher"))}
+    proof = None
+    if teacher:
+        record, proof = _with_teacher_proof(record)
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / ADMISSION_FILE, record)
-    return record
+    return {**record, "teacher_proof": proof} if proof else record
 
 
-def become_teacher(token: str, typed_code: object) -> dict:
-    """Open the Teacher page for an admitted session that typed the teacher code."""
+def become_teacher(token: str, typed_code: object) -> str:
+    """Open the Teacher page for an admitted session that typed the teacher code; returns the proof that
+    the tab keeps (:func:`is_teacher`)."""
     _check_not_guessing(token)
     if not is_admitted(token):
         raise ClassroomError("Enter the class code first.")
     if not _matches(typed_code, teacher_code()):
         _count_wrong(token)
         raise ClassroomError("That is not the teacher code. It is printed where `make classroom` was started.")
-    record = {**(admission(token) or {}), "teacher": True}
+    record, proof = _with_teacher_proof(admission(token) or {})
     write_json_atomic(session_root(token) / ADMISSION_FILE, record)
-    return record
+    return proof
 
 
 def set_name(token: str, name: object) -> None:

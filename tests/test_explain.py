@@ -183,3 +183,40 @@ def test_overlay_keeps_the_pictures_shape():
     square = Image.new("RGB", (32, 32), (90, 90, 90))
     np.testing.assert_array_equal(np.asarray(overlay(square, heat, keep_shape=True)),
                                   np.asarray(overlay(square, heat)))
+
+
+def test_gradcam_explains_its_own_picture_while_another_thread_predicts():
+    """The app shares one loaded model between threads: the live camera's predictor answers frame after
+    frame while the Try page asks for a heat map. Grad-CAM's hooks recorded whatever passed the layer,
+    so a frame that went through while the heat map's own picture was on its way was explained instead.
+    (Convolutional networks are explained through a wrapper only the heat map runs, so only a ViT's
+    heat map could be hit.) Played deterministically: the heat map's forward pass pauses at the first
+    layer (up to 2 s) until a camera frame has been answered; the model's lock makes the frame wait
+    for the heat map instead."""
+    import threading
+
+    loaded = _loaded("test_vit")   # a ViT: the heat map's hooks sit on the shared model's last block
+    photo, other = _photo(), _photo(120, 220).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    reference = gradcam(loaded, photo)
+    in_heat_map, frame_answered, answered = threading.Event(), threading.Event(), []
+
+    def pause_in_heat_map(module, inputs):
+        if threading.current_thread() is threading.main_thread() and torch.is_grad_enabled():
+            in_heat_map.set()
+            frame_answered.wait(timeout=2)
+
+    def camera():
+        in_heat_map.wait(timeout=30)
+        answered.append(loaded.answers([other])[0]["label"])
+        frame_answered.set()
+
+    handle = loaded.model.patch_embed.register_forward_pre_hook(pause_in_heat_map)
+    worker = threading.Thread(target=camera)
+    worker.start()
+    try:
+        heat = gradcam(loaded, photo)
+    finally:
+        worker.join(timeout=60)
+        handle.remove()
+    assert answered, "the camera's frame was never answered"
+    np.testing.assert_allclose(heat, reference, atol=1e-5)

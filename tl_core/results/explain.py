@@ -25,6 +25,8 @@ centre-cropped by :class:`~tl_core.models.preprocess.Preprocessing`), scaled to 
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 from typing import Any, Callable
 
@@ -147,20 +149,27 @@ def gradcam(loaded: Any, image: Image.Image, target: int | str | None = None) ->
     model: nn.Module = loaded.model
     idx = _target_index(loaded, target)
     x = loaded.preprocessing.to_input([image.convert("RGB")], loaded.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            x = x.clone().requires_grad_(True)  # gradients flow even when every weight is frozen
-            run_model, layers, reshape, _ = cam_setup(model, x)
-            targets = None if idx is None else [ClassifierOutputTarget(idx)]
-            with GradCAM(model=run_model, target_layers=layers, reshape_transform=reshape) as cam:
-                heat = cam(input_tensor=x, targets=targets)[0]
-    finally:
-        model.zero_grad(set_to_none=True)  # do not keep a gradient per weight alive in the app
-        model.train(was_training)
+    with _use_of(loaded):   # no other thread's picture passes the hooks while they are on
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                x = x.clone().requires_grad_(True)  # gradients flow even when every weight is frozen
+                run_model, layers, reshape, _ = cam_setup(model, x)
+                targets = None if idx is None else [ClassifierOutputTarget(idx)]
+                with GradCAM(model=run_model, target_layers=layers, reshape_transform=reshape) as cam:
+                    heat = cam(input_tensor=x, targets=targets)[0]
+        finally:
+            model.zero_grad(set_to_none=True)  # do not keep a gradient per weight alive in the app
+            model.train(was_training)
     heat = np.nan_to_num(np.asarray(heat, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(heat, 0.0, 1.0)
+
+
+def _use_of(loaded: Any):
+    """The loaded model's lock (:attr:`~tl_core.results.inference.LoadedModel.lock`); nothing to hold for
+    a stand-in without one."""
+    return getattr(loaded, "lock", None) or contextlib.nullcontext()
 
 
 def model_view(loaded: Any, image: Image.Image) -> Image.Image:

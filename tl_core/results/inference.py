@@ -50,6 +50,10 @@ class LoadedModel:
     # what an older run says while its calibration is prepared (the CLI shows warnings on stderr)
     say: Callable[[str], None] = log.warning
     _novelty: _NoveltyState = field(default_factory=_NoveltyState, repr=False, compare=False)
+    # one use of the network at a time: the app shares a loaded model between sessions and threads (the
+    # live camera's predictor, a Grad-CAM on the Try page), and Grad-CAM puts hooks on it that would
+    # otherwise record another thread's picture and explain the wrong one
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def novelty(self) -> "Novelty | None":
         """The run's "none of these" / "unsure" rule: read from its folder, or prepared from its
@@ -89,7 +93,7 @@ class LoadedModel:
         out: list[dict] = []
         for i in range(0, len(images), batch_size):
             x = self.preprocessing.to_input(list(images[i:i + batch_size]), self.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), self.lock:
                 features, logits = features_and_logits(self.model, x)
             probs = self._checked(torch.softmax(logits.float(), dim=1).cpu())
             far = novelty.none_of_these(features.float()).cpu().tolist() if novelty else [None] * len(x)
@@ -127,7 +131,9 @@ class LoadedModel:
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax of the model's answer, refused when it is not a number: a NaN would reach the user
         as ``"probability": NaN`` (not even valid JSON) or as a confident wrong class."""
-        return self._checked(torch.softmax(self.model(x).float(), dim=1).cpu())
+        with self.lock:
+            logits = self.model(x)
+        return self._checked(torch.softmax(logits.float(), dim=1).cpu())
 
     def _checked(self, probs: torch.Tensor) -> torch.Tensor:
         if not bool(torch.isfinite(probs).all()):

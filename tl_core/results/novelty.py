@@ -43,6 +43,8 @@ TorchScript exports compute ``familiarity`` in the graph (see :class:`ExportedNe
 """
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import logging
 import math
@@ -358,7 +360,9 @@ def _features_of(loaded, items: list[tuple[str, int]]) -> tuple[torch.Tensor, to
             except (TransferLabError, OSError):  # a picture deleted or broken since: one fewer to compare with
                 continue
         if images:
-            f, lg = features_and_logits(loaded.model, loaded.preprocessing.to_input(images, loaded.device))
+            x = loaded.preprocessing.to_input(images, loaded.device)
+            with getattr(loaded, "lock", None) or contextlib.nullcontext():   # shared with other threads
+                f, lg = features_and_logits(loaded.model, x)
             feats.append(f.float().cpu())
             logits.append(lg.float().cpu())
             labels.append(torch.tensor(ys, dtype=torch.long))

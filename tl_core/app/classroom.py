@@ -3,7 +3,8 @@
 - **Codes.** A short class code (``TL_CLASSROOM_CODE``, else made up at start) lets a browser in; a
   separate teacher code (``TL_TEACHER_CODE``) opens the Teacher page, in the one tab where it was typed
   (a proof kept in the tab's memory, :func:`is_teacher`: the address shows on the projector). Both are
-  printed by the launcher (:func:`main`), which then starts Streamlit with ``TL_CLASSROOM=1`` and the codes in its environment.
+  printed by the launcher (:func:`main`), which then starts Streamlit with ``TL_CLASSROOM=1`` and the
+  codes in its environment.
 - **Admission.** Entering the right code is recorded per browser session (its token, the
   ``?session=`` in the address) in ``workspace/sessions/<token>/admission.json``, with the optional
   name the student gave, so a refresh does not ask again; a token never admitted reaches nothing.

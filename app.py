@@ -97,8 +97,11 @@ def project_section() -> None:
             st.session_state["home_project_opened"] = upload.file_id
             st.session_state["tl_ui"] = new_state
             save()
+            aside = opened.to_dict()["set_aside"]
             st.success(f"Opened **{Path(opened.data_root).parent.name}**: {len(opened.run_dirs)} run(s) and the "
-                       "pictures they learned from.", icon=":material/folder_open:")
+                       "pictures they learned from" + (f", with the {aside} picture(s) you set aside (undo on the Data "
+                                                       "page puts them back)" if aside else "") + ".",
+                       icon=":material/folder_open:")
             st.page_link(PAGES["results"], label="See its results", icon=":material/bar_chart:")
 
 

@@ -84,6 +84,9 @@ def test_round_trip_on_another_computer_gives_the_same_predictions(trained, tmp_
     accuracy = tl_core.evaluate(run_dir).accuracy
     choices = {"data_root": str(data), "run_dir": str(run_dir), "model_name": "tf_efficientnet_lite0",
                "train": {"epochs": 1}}
+    from tl_core.results.mistakes import find_label_issues, label_issues_ready, load_label_issues
+
+    issues = find_label_issues(run_dir)   # label_issues.json: made once, a pass over the pictures
     calls = []
     out = tl_core.save_project(tmp_path / "pets", data, [run_dir], choices,
                                progress=lambda done, total: calls.append((done, total)))
@@ -92,12 +95,15 @@ def test_round_trip_on_another_computer_gives_the_same_predictions(trained, tmp_
     assert [d for d, _t in calls] == sorted(d for d, _t in calls)
 
     manifest = read_manifest(out)
-    assert manifest["format_version"] == FORMAT_VERSION and manifest["transfer_lab_version"] == tl_core.__version__
+    # format 1 while no set-aside pictures travel: an older Transfer Lab still opens it
+    assert manifest["format_version"] == 1 and manifest["transfer_lab_version"] == tl_core.__version__
+    assert manifest["data"]["set_aside"] == 0 and manifest["data"]["fixes"] is False
     assert manifest["data"]["name"] == "photos" and manifest["data"]["images"] == 60
     assert [r["id"] for r in manifest["runs"]] == [run_dir.name] and manifest["choices"] is True
     run_files = set(manifest["runs"][0]["files"])
     assert {"config.json", "status.json", "metrics.jsonl", "model.safetensors", "labels.json",
-            "preprocessing.json", "summary.json", "user.json", "eval_val.json"} <= run_files
+            "preprocessing.json", "summary.json", "user.json", "eval_val.json",
+            "novelty.json", "novelty.safetensors", "label_issues.json"} <= run_files
     names = set(entries(out))
     assert names == set(manifest["members"]) | {MANIFEST_FILE}
     assert all(len(m["sha256"]) == 64 and m["size"] > 0 for m in manifest["members"].values())
@@ -120,6 +126,11 @@ def test_round_trip_on_another_computer_gives_the_same_predictions(trained, tmp_
         assert opened.choices == {**choices, "data_root": str(opened.data_root), "run_dir": str(new_run)}
         assert json.loads((opened.folder / "choices.json").read_text()) == opened.choices
         assert RunFolder(new_run).user()["title"] == "first try"
+        # the likely label mistakes come along, ready, pointing at the opened pictures
+        opened_issues = load_label_issues(new_run)
+        assert label_issues_ready(new_run) and len(opened_issues.issues) == len(issues.issues)
+        assert all(Path(i.path).is_relative_to(opened.data_root) and Path(i.path).is_file()
+                   for i in opened_issues.issues)
         assert tl_core.list_runs(opened.folder / "runs")[0]["state"] == "finished"
 
         after = list(tl_core.predict(new_run, [opened.data_root / r for r in rel], top_k=4))
@@ -151,6 +162,43 @@ def test_train_val_layout_is_kept(tmp_path):
     assert all((opened.data_root / r.rel_path).read_bytes() == (data / r.rel_path).read_bytes() for r in before.records)
     assert not (opened.data_root / "notes.txt").exists()  # only pictures the scanner accepts
     assert opened.run_dirs == [] and opened.choices is None
+
+
+def test_set_aside_pictures_and_the_fix_log_travel_and_undo_still_works(data_only, tmp_path):
+    """The user's decisions on the Data page (a picture set aside, one moved) are theirs: they travel
+    beside the pictures and undo works in the opened copy, set-aside picture included."""
+    from tl_core.data import fixes
+
+    data = tmp_path / "pics"
+    aside_pic, moved_pic = sorted((data / "bag").iterdir())[:2]
+    aside_bytes = aside_pic.read_bytes()
+    fixes.set_aside(data, aside_pic)
+    fixes.move_picture(data, moved_pic, "trouser")
+    out = tl_core.save_project(tmp_path / "decisions", data)
+    manifest = read_manifest(out)
+    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["data"]["set_aside"] == 1 and manifest["data"]["fixes"] is True
+    assert manifest["data"]["images"] == 7 and f"set-aside/bag/{aside_pic.name}" in manifest["members"]
+
+    opened = tl_core.open_project(out, tmp_path / "elsewhere")
+    root = opened.data_root
+    assert (fixes.set_aside_dir(root) / "bag" / aside_pic.name).read_bytes() == aside_bytes
+    assert not (root / "bag" / aside_pic.name).exists() and (root / "trouser" / moved_pic.name).is_file()
+    assert [f.action for f in fixes.list_fixes(root)] == ["set_aside", "move"]
+    assert opened.to_dict()["set_aside"] == 1
+    fixes.undo(root)   # the move
+    fixes.undo(root)   # the set-aside: back from beside the opened folder
+    assert (root / "bag" / moved_pic.name).is_file() and (root / "bag" / aside_pic.name).read_bytes() == aside_bytes
+    assert fixes.list_fixes(root) == []
+    # the original folder is untouched by all this
+    assert (fixes.set_aside_dir(data) / "bag" / aside_pic.name).is_file()
+
+
+def test_a_file_naming_set_aside_members_elsewhere_is_refused(data_only, tmp_path):
+    manifest = json.loads(entries(data_only)[MANIFEST_FILE])
+    manifest["members"]["set-aside/x.jpg"] = {"size": 1, "sha256": "0" * 64}   # not under a category
+    odd = rewrite(data_only, tmp_path / "odd.tlproj", change={MANIFEST_FILE: json.dumps(manifest).encode()})
+    refused(odd, tmp_path / "dest", "never holds")
 
 
 def test_existing_destination_gets_a_new_name_and_nothing_is_overwritten(data_only, tmp_path):

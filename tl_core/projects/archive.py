@@ -8,7 +8,11 @@ A project file is a plain zip with the extension ``.tlproj``::
     data/train/<category>/...       layout (a folder with its own train/ and val/ keeps them)
     runs/<run-id>/config.json       each run folder: config.json, status.json, metrics.jsonl,
                   ...               model.safetensors, labels.json, preprocessing.json,
-                                    summary.json, user.json, eval_*.json, error.log (when present)
+                                    summary.json, user.json, eval_*.json, error.log, the "none of
+                                    these" calibration and label_issues.json (when present)
+    set-aside/<category>/<picture>  the pictures the user set aside (``<data>-set-aside/`` beside the
+                                    data folder, :mod:`tl_core.data.fixes`), so undo still works
+    fixes.jsonl                     the log of moves and set-asides (``<data>-fixes.jsonl``)
 
 ``.tlproj`` rather than ``.zip``: the Data page unpacks a dropped ``.zip`` as a folder of pictures,
 and a project is not that; its own extension tells the app, the file manager and the user which
@@ -16,7 +20,7 @@ is which, while any unzip tool can still look inside.
 
 The manifest (``project.json``): ``format`` ("transfer-lab-project"), ``format_version``,
 ``created`` (UTC, ISO 8601), ``transfer_lab_version``, ``data`` (``name``, ``layout``,
-``classes``, ``counts``, ``images``, ``original_roots``, ``left_out``), ``runs`` (``id``,
+``classes``, ``counts``, ``images``, ``original_roots``, ``left_out``, ``set_aside``, ``fixes``), ``runs`` (``id``,
 ``original_path``, ``model``, ``state``, ``files``), ``choices`` (whether ``choices.json`` is
 there), ``members`` (``{name: {"size", "sha256"}}`` for every member but the manifest) and
 ``total_bytes``.
@@ -56,20 +60,28 @@ from tl_core.results.export import shareable_config
 from tl_core.runs import (ACTIVE_STATES, CONFIG_FILE, LABELS_FILE, METRICS_FILE, PREPROCESSING_FILE, STATUS_FILE,
                           SUMMARY_FILE, USER_FILE, WEIGHTS_FILE, RunFolder, default_runs_dir)
 from tl_core.results.evaluate import EVAL_PREFIX
+from tl_core.data.fixes import LOG_SUFFIX, SET_ASIDE_SUFFIX, fixes_log_path, set_aside_dir
+from tl_core.data.scan import is_ignored_name
+from tl_core.results.mistakes import ISSUES_FILE
+from tl_core.results.novelty import NOVELTY_FILE, NOVELTY_TENSORS
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "PROJECT_SUFFIX", "MANIFEST_FILE", "CHOICES_FILE", "OpenedProject",
            "save_project", "open_project", "read_manifest", "runs_of_data"]
 
 FORMAT = "transfer-lab-project"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2           # 2: set-aside pictures and the fix log may travel (written only when they do)
 PROJECT_SUFFIX = ".tlproj"
 MANIFEST_FILE = "project.json"
 CHOICES_FILE = "choices.json"
 DATA_DIR = "data"
 RUNS_DIR = "runs"
+SET_ASIDE_DIR = "set-aside"
+FIXES_FILE = "fixes.jsonl"
 ERROR_LOG = "error.log"
+# a run's calibration for "none of these" and its likely label mistakes are made again on first use when
+# missing, but that takes a pass over the pictures: they travel too
 RUN_FILES = (CONFIG_FILE, STATUS_FILE, METRICS_FILE, WEIGHTS_FILE, LABELS_FILE, PREPROCESSING_FILE, SUMMARY_FILE,
-             USER_FILE, ERROR_LOG)
+             USER_FILE, ERROR_LOG, NOVELTY_FILE, NOVELTY_TENSORS, ISSUES_FILE)
 
 # Caps for opening: far above any real project, low enough to stop a hostile file.
 MAX_ENTRIES = 200_000
@@ -120,7 +132,7 @@ class OpenedProject:
         return {"path": str(self.folder), "data_root": str(self.data_root),
                 "runs": [str(p) for p in self.run_dirs], "images": data.get("images"),
                 "classes": data.get("classes"), "bytes": self.manifest.get("total_bytes"),
-                "choices": self.choices is not None}
+                "choices": self.choices is not None, "set_aside": data.get("set_aside") or 0}
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -227,6 +239,9 @@ def _target(out_path: str | Path, data_name: str) -> Path:
     return out
 
 
+UNSAFE_NAME = "its name cannot be stored safely in a project (rename it with plain letters and digits)"
+
+
 def _data_members(data_root: Path) -> tuple[list[_Member], dict, list[dict]]:
     scan = scan_folder(data_root)
     members: list[_Member] = []
@@ -236,8 +251,7 @@ def _data_members(data_root: Path) -> tuple[list[_Member], dict, list[dict]]:
         name = f"{DATA_DIR}/{rec.rel_path}"
         rel = unpacked_name(name)
         if rel is None or rel.as_posix() != name:
-            left_out.append({"path": rec.rel_path, "reason": "its name cannot be stored safely in a project "
-                                                              "(rename it with plain letters and digits)"})
+            left_out.append({"path": rec.rel_path, "reason": UNSAFE_NAME})
             continue
         key = name_key(rel)
         if key in seen:
@@ -255,6 +269,32 @@ def _data_members(data_root: Path) -> tuple[list[_Member], dict, list[dict]]:
     info = {"name": data_root.name, "layout": scan.layout, "classes": [c for c in scan.classes if counts[c]],
             "counts": counts, "images": len(members), "left_out": left_out}
     return members, info, left_out
+
+
+def _fix_members(data_root: Path, left_out: list[dict]) -> list[_Member]:
+    """The set-aside pictures and the fix log beside the data folder: the user's own decisions, which
+    undo needs (a set-aside picture goes back from there)."""
+    members: list[_Member] = []
+    aside = set_aside_dir(data_root)
+    seen: set[str] = set()
+    for dirpath, dirs, files in os.walk(aside):   # nothing when there is none; links are not followed
+        dirs.sort()
+        for f in sorted(files):
+            path = Path(dirpath, f)
+            if is_ignored_name(f) or path.is_symlink() or not path.is_file():
+                continue
+            rel = path.relative_to(aside).as_posix()
+            name = f"{SET_ASIDE_DIR}/{rel}"
+            safe = unpacked_name(name)
+            if safe is None or safe.as_posix() != name or name_key(safe) in seen:
+                left_out.append({"path": f"{aside.name}/{rel}", "reason": UNSAFE_NAME})
+                continue
+            seen.add(name_key(safe))
+            members.append(_Member(name, source=path))
+    log = fixes_log_path(data_root)
+    if log.is_file():
+        members.append(_Member(FIXES_FILE, source=log))
+    return members
 
 
 def _run_members(run_dirs: Iterable[str | Path], data_forms: list[str],
@@ -412,7 +452,10 @@ def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable
     """
     root = _abs(data_root)
     target = _target(out_path, root.name)
-    data_members, data_info, _left_out = _data_members(root)
+    data_members, data_info, left_out = _data_members(root)
+    fix_members = _fix_members(root, left_out)
+    data_info["set_aside"] = sum(m.name.startswith(f"{SET_ASIDE_DIR}/") for m in fix_members)
+    data_info["fixes"] = any(m.name == FIXES_FILE for m in fix_members)
     forms = _root_forms(root)
     run_members, runs, aliases = _run_members(run_dirs, forms, root)
     if choices is not None and isinstance(choices, dict):
@@ -421,7 +464,7 @@ def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable
     for r in runs:
         r.pop("local_path", None)
     choice = _choices_member(choices)
-    members = data_members + run_members + ([choice] if choice is not None else [])
+    members = data_members + fix_members + run_members + ([choice] if choice is not None else [])
     try:
         total = sum(m.size() for m in members)
     except OSError as err:
@@ -454,7 +497,8 @@ def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable
                 for member in members:
                     listed[member.name] = _write_member(zf, member, tick)
                 manifest = {
-                    "format": FORMAT, "format_version": FORMAT_VERSION,
+                    # an older Transfer Lab opens what it can read: format 1 unless decisions travel
+                    "format": FORMAT, "format_version": FORMAT_VERSION if fix_members else 1,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "transfer_lab_version": _version(), "data": data_info, "runs": runs,
                     "choices": choice is not None, "members": listed,
@@ -508,7 +552,8 @@ def _check_manifest(manifest: Any, path: Path) -> dict:
         if (rel is None or rel.as_posix() != name or not isinstance(entry, dict)
                 or not isinstance(entry.get("size"), int) or entry["size"] < 0
                 or not isinstance(entry.get("sha256"), str) or not _SHA256.match(entry["sha256"])
-                or not (name == CHOICES_FILE or rel.parts[0] in (DATA_DIR, RUNS_DIR) and len(rel.parts) >= 3)):
+                or not (name in (CHOICES_FILE, FIXES_FILE)
+                        or rel.parts[0] in (DATA_DIR, RUNS_DIR, SET_ASIDE_DIR) and len(rel.parts) >= 3)):
             raise _damaged(path, f"its list of files names '{str(name)[:200]}', which a project never holds")
     data = manifest.get("data")
     if not isinstance(data, dict):
@@ -649,7 +694,7 @@ def _data_folder_name(manifest: dict) -> str:
     a plain, safe folder name."""
     name = (manifest.get("data") or {}).get("name")
     if (isinstance(name, str) and re.fullmatch(r"[\w][\w .()+-]{0,79}", name) and name.strip() == name
-            and name not in (RUNS_DIR, CHOICES_FILE, MANIFEST_FILE)):
+            and name not in (RUNS_DIR, CHOICES_FILE, MANIFEST_FILE, SET_ASIDE_DIR, FIXES_FILE)):
         return name
     return DATA_DIR
 
@@ -671,7 +716,7 @@ def _repoint(stage: Path, final: Path, manifest: dict, data_name: str = DATA_DIR
             config["data"] = to_data(config["data"])
             config["data"]["root"] = str(data_root)
             write_json_atomic(here / CONFIG_FILE, config)
-        for f in [SUMMARY_FILE, *sorted(p.name for p in here.glob(f"{EVAL_PREFIX}*.json"))]:
+        for f in [SUMMARY_FILE, ISSUES_FILE, *sorted(p.name for p in here.glob(f"{EVAL_PREFIX}*.json"))]:
             content = _load(here / f)
             if isinstance(content, dict):
                 write_json_atomic(here / f, to_data(content))
@@ -776,6 +821,10 @@ def open_project(path: str | Path, dest_dir: str | Path, *, progress: ProgressFn
             data_name = _data_folder_name(manifest)
             if data_name != DATA_DIR and (stage / DATA_DIR).is_dir():
                 os.rename(stage / DATA_DIR, stage / data_name)
+            if (stage / SET_ASIDE_DIR).is_dir():   # beside the data folder, where undo looks for them
+                os.rename(stage / SET_ASIDE_DIR, stage / f"{data_name}{SET_ASIDE_SUFFIX}")
+            if (stage / FIXES_FILE).is_file():
+                os.rename(stage / FIXES_FILE, stage / f"{data_name}{LOG_SUFFIX}")
             run_dirs, choices = _repoint(stage, final, manifest, data_name)
             _move_into(stage, final)
         except BaseException as err:

@@ -45,13 +45,17 @@ def dirs(tmp_path_factory) -> dict:
         (pictures / category.name).mkdir(parents=True)
         for picture in sorted(category.iterdir())[:15]:
             shutil.copy(picture, pictures / category.name / picture.name)
-    # the students' choices, as if each had picked those pictures and one quick epoch (their sessions
-    # are not admitted: nothing of them is reachable before the code)
-    for token in (ADA, BEN):
+    # the students' choices, as if each had picked those pictures (their sessions are not admitted:
+    # nothing of them is reachable before the code). Ben: one quick epoch of the classifier. Ada, who
+    # starts first, fine-tunes everything for a few epochs: her run must still be training when Ben's
+    # click arrives, however slow his page is on a busy machine (1 quick epoch once ended first, and
+    # Ben's run then rightly started at once instead of waiting)
+    for token, choices in ((ADA, {"train": {"epochs": 2}, "freeze": {"preset": "none"}}),
+                           (BEN, {"train": {"epochs": 1}})):
         folder = found["workspace"] / "sessions" / token
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "ui_state.json").write_text(json.dumps({"data_root": str(pictures), "data_source": "upload",
-                                                          "train": {"epochs": 1}}), encoding="utf-8")
+                                                          **choices}), encoding="utf-8")
     return found
 
 

@@ -29,8 +29,8 @@ system-deps:
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# The fast tier for the edit loop (under 3 minutes on 2 cores): every test except the real-data
-# trainings (marker `slow`) and the browser walk-through (marker `browser`).
+# The fast tier for the edit loop: every test except the real-data trainings (marker `slow`) and the
+# browser walk-throughs (marker `browser`). Measured: 4.5 minutes on 2 quiet cores (`make test`: 11).
 check: $(STAMP) system-deps
 	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
 

@@ -165,6 +165,7 @@ def home() -> None:
 
     with hardware_box.container(), guard():
         hardware_line()
+        cache_line()
 
 
 def hardware_line() -> None:
@@ -180,6 +181,32 @@ def hardware_line() -> None:
     else:
         st.info(f"No graphics card found: training runs on the **{hw['name']}**. "
                 + sample_time_sentence(), icon=":material/computer:")
+
+
+CACHE_WORTH_A_SENTENCE = 512 * 1024**2
+
+
+def cache_line() -> None:
+    """The disk the cache takes, once that is worth a sentence, and a button that frees it. Not on a
+    classroom server: its cache is everybody's (`tl cache --clear` there)."""
+    from tl_core.app.workspace import classroom_mode
+    from tl_core.files import size_text
+    from tl_core.paths import cache_dir
+    from tl_core.runtime import cache_space
+
+    usage = cache_space.usage(cache_dir())
+    if usage.total < CACHE_WORTH_A_SENTENCE or classroom_mode():
+        return
+    limit = f", and never more than {size_text(usage.limit)}" if usage.limit else ""
+    words, button = st.columns([3, 1], vertical_alignment="center")
+    words.caption(f"Pictures and features kept to make the next training faster take **{size_text(usage.total)}** "
+                  f"of disk{limit}. They are made again when needed; your pictures and models are not part of it.")
+    if button.button("Free this space", key="home_clear_cache", icon=":material/cleaning_services:",
+                     help="Removes the kept pictures and features (not what a training uses right now). "
+                          "The next training on the same pictures takes longer."):
+        freed = cache_space.clear(cache_dir())
+        st.toast(f"Freed {size_text(freed.freed)}.", icon=":material/cleaning_services:")
+        st.rerun()
 
 
 page, choices = app_frame(home)

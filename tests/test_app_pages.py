@@ -132,6 +132,33 @@ def test_home_renders_with_hardware_and_steps(env):
     assert at.button(key="home_sample").label == "Try it with the sample data"
 
 
+def test_home_says_what_the_cache_takes_and_frees_it(env, monkeypatch, tmp_path):
+    """Once the cache holds more than half a gigabyte, Home says so and one button frees it (a sparse file
+    stands for a gigabyte of decoded pictures: no disk is used)."""
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TL_CACHE_DIR", str(cache))
+    (cache / "decoded").mkdir(parents=True)
+    old = cache / "decoded" / "abc.u8"
+    with open(old, "wb") as fh:
+        fh.truncate(1024**3)
+    t = time.time() - 3600
+    os.utime(old, (t, t))
+    at = app()
+    assert "**1.0 GB** of disk, and never more than 10.0 GB" in texts(at)
+    at.button(key="home_clear_cache").click().run()
+    assert not at.exception and not old.exists()
+    assert not [b for b in at.button if b.key == "home_clear_cache"]   # nothing worth a sentence now
+
+
+def test_home_says_nothing_of_a_small_cache(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("TL_CACHE_DIR", str(tmp_path / "cache"))
+    at = app()
+    assert not [b for b in at.button if b.key == "home_clear_cache"] and "of disk" not in texts(at)
+
+
 def test_a_new_browser_session_starts_clean_and_can_continue_the_last_project(env):
     """Someone else's choices are not inherited; "Continue where you left off" brings them back."""
     remember(env / "workspace", model_name="resnet18", val_fraction=0.3)

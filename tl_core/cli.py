@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import tl_core
 from tl_core import (DataConfig, FreezeConfig, ModelConfig, RunConfig, RunError, TrainConfig,
                      TransferLabError)
-from tl_core.files import disk_full, short_path
+from tl_core.files import disk_full, short_path, size_text
 
 EXIT_FAILED = 1          # training failed, a picture could not be predicted, the data check found errors
 EXIT_ERROR = 2           # a plain error: a bad setting, a missing folder, a file that cannot be written
@@ -283,12 +283,12 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     cleared = cache_space.clear(root) if args.clear else None
     u = cache_space.usage(root)
     if cleared is not None:
-        _say(f"Removed {len(cleared.removed)} cached file(s), {_size(cleared.freed)}; what was used in the last "
+        _say(f"Removed {len(cleared.removed)} cached file(s), {size_text(cleared.freed)}; what was used in the last "
              "minute stays. It is all made again when needed (the next training on the same pictures is slower).")
-    limit = "no limit" if u.limit is None else f"limit {_size(u.limit)} (${cache_space.LIMIT_ENV})"
-    _say(f"Cache folder {root}: {_size(u.total)} in {u.entries} file(s), {limit}")
+    limit = "no limit" if u.limit is None else f"limit {size_text(u.limit)} (${cache_space.LIMIT_ENV})"
+    _say(f"Cache folder {root}: {size_text(u.total)} in {u.entries} file(s), {limit}")
     for kind, words in cache_space.KINDS.items():
-        _say(f"  {words:34s} {_size(u.by_kind[kind])}")
+        _say(f"  {words:34s} {size_text(u.by_kind[kind])}")
     _print_json({"cache_dir": str(root), "bytes": u.total, "limit_bytes": u.limit, "entries": u.entries,
                  "by_kind": u.by_kind, **({"removed": len(cleared.removed), "freed_bytes": cleared.freed}
                                           if cleared is not None else {})})
@@ -297,12 +297,6 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 # -- project ------------------------------------------------------------------------------------
 
-def _size(n: int | None) -> str:
-    n = n or 0
-    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def _progress_lines(verb: str, quiet: bool = False, sizes: bool = True):
@@ -314,7 +308,7 @@ def _progress_lines(verb: str, quiet: bool = False, sizes: bool = True):
         if quiet or step <= last[0]:
             return
         last[0] = step
-        _say(f"{verb}: {step * 10}%" + (f" ({_size(done if total > 0 else 0)} of {_size(total)})" if sizes else ""))
+        _say(f"{verb}: {step * 10}%" + (f" ({size_text(done if total > 0 else 0)} of {size_text(total)})" if sizes else ""))
 
     return progress
 
@@ -338,7 +332,7 @@ def _cmd_project_save(args: argparse.Namespace) -> int:
     data = manifest["data"]
     size = path.stat().st_size
     _say(f"Saved {data['images']} pictures ({len(data['classes'])} categories) and {len(manifest['runs'])} run(s) "
-         f"to {path} ({_size(size)}).")
+         f"to {path} ({size_text(size)}).")
     for item in data.get("left_out") or []:
         _say(f"  left out {item['path']}: {item['reason']}")
     _print_json({"path": str(path), "data_root": os.path.abspath(args.data), "runs": [r["id"] for r in manifest["runs"]],

@@ -113,3 +113,12 @@ def short_path(path: str | os.PathLike, limit: int = SHORT_PATH_CHARS) -> str:
     head = max(limit // 3, 1)
     tail = max(limit - head - 1, 1)
     return f"{text[:head]}…{text[-tail:]}"
+
+
+def size_text(n: int | None) -> str:
+    """A number of bytes as people read it: "1.5 GB", "320.0 KB", "12 bytes" (binary units)."""
+    n = n or 0
+    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from tl_core.errors import UploadError
+from tl_core.files import size_text
 from tl_core.data.scan import Problem, is_ignored_name
 
 __all__ = ["UploadReport", "ArchiveWords", "UPLOAD_WORDS", "sanitize_relpath", "unpacked_name", "name_key",
@@ -150,11 +151,6 @@ def _display(name: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _size_text(n: int) -> str:
-    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def _silently_skipped(rel: PurePosixPath) -> bool:
@@ -340,7 +336,7 @@ def save_uploaded_files(
                     total += len(chunk)
                     if total > max_total_bytes:
                         raise UploadError(
-                            f"The upload is too big: more than {_size_text(max_total_bytes)}. Upload fewer or smaller pictures.")
+                            f"The upload is too big: more than {size_text(max_total_bytes)}. Upload fewer or smaller pictures.")
                     try:
                         out.write(chunk)
                     except OSError as err:
@@ -417,7 +413,7 @@ def extract_zip(
         declared = sum(max(0, i.file_size) for i in infos)
         if declared > max_total_bytes:
             raise UploadError(
-                f"The {words.name} unpacks to more than {_size_text(max_total_bytes)}. {words.too_big}")
+                f"The {words.name} unpacks to more than {size_text(max_total_bytes)}. {words.too_big}")
         packed = _packed_size(infos, archive_size)
         if _expands_too_much(declared, packed, max_ratio):
             raise _archive_bomb(max_ratio, words)
@@ -590,7 +586,7 @@ def _extract_entries(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging:
                     total += len(chunk)
                     if total > max_total_bytes:
                         raise UploadError(
-                            f"The {words.name} unpacks to more than {_size_text(max_total_bytes)}. {words.too_big}")
+                            f"The {words.name} unpacks to more than {size_text(max_total_bytes)}. {words.too_big}")
                     if _expands_too_much(written, packed, max_ratio):
                         raise _bomb(name, max_ratio, words)
                     if _expands_too_much(total, archive_packed, max_ratio):

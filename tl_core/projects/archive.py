@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterable
 from tl_core.data.scan import scan_folder
 from tl_core.data.uploads import ArchiveWords, extract_zip, name_key, sanitize_relpath, unpacked_name
 from tl_core.errors import ConfigError, DataError, ExportError, RunError, TransferLabError, UploadError
-from tl_core.files import atomic_path, write_json_atomic
+from tl_core.files import atomic_path, size_text, write_json_atomic
 from tl_core.results.export import shareable_config
 from tl_core.runs import (ACTIVE_STATES, CONFIG_FILE, LABELS_FILE, METRICS_FILE, PREPROCESSING_FILE, STATUS_FILE,
                           SUMMARY_FILE, USER_FILE, WEIGHTS_FILE, RunFolder, default_runs_dir)
@@ -137,11 +137,6 @@ class OpenedProject:
 
 # -- helpers -------------------------------------------------------------------------------------
 
-def _size_text(n: int) -> str:
-    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def _disk_full(err: OSError) -> bool:
@@ -477,8 +472,8 @@ def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable
         raise ExportError(f"Cannot write to '{target.parent}' ({err.strerror or err}). Choose a folder you are "
                           "allowed to write to.") from None
     if free < total + (1 << 20):
-        raise ExportError(f"The disk is full: the project needs about {_size_text(total)} and only "
-                          f"{_size_text(free)} is free in '{target.parent}'. Free some space, or save it elsewhere.")
+        raise ExportError(f"The disk is full: the project needs about {size_text(total)} and only "
+                          f"{size_text(free)} is free in '{target.parent}'. Free some space, or save it elsewhere.")
     data_info["original_roots"] = [TRAVEL_DATA]   # no local path travels (see TRAVEL_DATA)
     done = 0
 
@@ -788,8 +783,8 @@ def open_project(path: str | Path, dest_dir: str | Path, *, progress: ProgressFn
             raise UploadError(f"Cannot create or use the folder '{dest}' ({err.strerror or err}). Choose a folder "
                               "you are allowed to write to.") from None
         if free < total + (1 << 20):
-            raise UploadError(f"The disk is full: the project needs about {_size_text(total)} and only "
-                              f"{_size_text(free)} is free in '{dest}'. Free some space, or open it elsewhere.")
+            raise UploadError(f"The disk is full: the project needs about {size_text(total)} and only "
+                              f"{size_text(free)} is free in '{dest}'. Free some space, or open it elsewhere.")
         try:
             final = _fresh_folder(dest, src.stem)
         except OSError as err:

@@ -21,7 +21,7 @@ from tl_core.runs import NOTE_MAX_CHARS, TITLE_MAX_CHARS, RunFolder, list_runs, 
 from tl_core.app.formatting import (format_seconds, format_when, markdown_safe, model_title, preset_short, run_label,
                                     run_row)
 from tl_core.app.live import live_view
-from tl_core.app.workspace import runs_dir
+from tl_core.app.workspace import classroom_mode, runs_dir
 from tl_core.runs.events import warning_title
 
 require_app(__file__)
@@ -330,12 +330,14 @@ def run_heading(run_dir: str, view, runs: list[dict]) -> None:
         except TransferLabError:
             desc = {"run_id": Path(run_dir).name}
     label = markdown_safe(run_label(desc))
+    # a student's browser is on another computer: the server's path means nothing there, its name does
+    where = f"`{Path(run_dir).name}` (on the classroom server)" if classroom_mode() else f"`{run_dir}`"
     if (view is not None and view.active) or (runs and _same(runs[0]["path"], run_dir)):
         st.subheader("This run" if view is not None and view.active else "Latest run")
-        st.caption(f"{label} · Run folder: `{run_dir}`")
+        st.caption(f"{label} · Run folder: {where}")
     else:
         st.subheader(f"Run: {label}")
-        st.caption(f"Run folder: `{run_dir}`")
+        st.caption(f"Run folder: {where}")
     if desc.get("note"):
         st.caption("  \n".join(markdown_safe(line) for line in desc["note"].splitlines()))
 

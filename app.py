@@ -76,6 +76,7 @@ def project_section() -> None:
                    "on another computer (the same answers there).")
         from tl_core.app.projects import project_bytes
         from tl_core.app.state import UIState
+        from tl_core.projects import set_aside_pictures
 
         # the file is built when clicked, in another thread where this session's state cannot be read:
         # the callable takes a copy of the choices as they are now
@@ -83,7 +84,15 @@ def project_section() -> None:
         from tl_core.app.workspace import runs_dir
 
         folder = runs_dir()  # this user's runs, found now (a classroom student's own folder)
-        st.download_button("Save this project", data=lambda: project_bytes(chosen, folder), file_name=f"{name}.tlproj",
+        with_aside = True
+        aside = len(set_aside_pictures(state.data_root)) if ready else 0
+        if aside:   # one may have been set aside because it should not be shared: the user decides
+            with_aside = st.checkbox(f"Include the {aside} picture(s) you set aside", value=True,
+                                     key="home_project_set_aside",
+                                     help="Then undo works where the project is opened. Leave them out when "
+                                          "a picture should not be shared.")
+        st.download_button("Save this project", data=lambda: project_bytes(chosen, folder, with_aside),
+                           file_name=f"{name}.tlproj",
                            mime="application/octet-stream", disabled=not ready, icon=":material/save:",
                            key="home_project_save", on_click="ignore",
                            help="Choose your pictures on the Data page first." if not ready else None)
@@ -99,8 +108,9 @@ def project_section() -> None:
             save()
             aside = opened.to_dict()["set_aside"]
             st.success(f"Opened **{Path(opened.data_root).parent.name}**: {len(opened.run_dirs)} run(s) and the "
-                       "pictures they learned from" + (f", with the {aside} picture(s) you set aside (undo on the Data "
-                                                       "page puts them back)" if aside else "") + ".",
+                       "pictures they learned from" + (f", with the {aside} picture(s) you set aside (undo under "
+                                                       "\"Fix and retrain\" on the Results page puts them back)"
+                                                       if aside else "") + ".",
                        icon=":material/folder_open:")
             st.page_link(PAGES["results"], label="See its results", icon=":material/bar_chart:")
 

@@ -153,6 +153,22 @@ def test_home_says_what_the_cache_takes_and_frees_it(env, monkeypatch, tmp_path)
     assert not [b for b in at.button if b.key == "home_clear_cache"]   # nothing worth a sentence now
 
 
+def test_home_asks_before_set_aside_pictures_leave_in_a_project(env, fmnist_small, tmp_path):
+    """A picture may have been set aside because it should not be shared: Home's Save offers to leave
+    the set-aside pictures out (only when there are some)."""
+    import shutil
+
+    from tl_core.data import fixes
+
+    data = tmp_path / "clothes"
+    shutil.copytree(fmnist_small, data)
+    remember(env / "workspace", data_root=str(data), data_source="path")
+    assert not [c for c in app().checkbox if c.key == "home_project_set_aside"]
+    fixes.set_aside(data, sorted((data / "bag").iterdir())[0])
+    box = app().checkbox(key="home_project_set_aside")
+    assert box.value is True and box.label == "Include the 1 picture(s) you set aside"
+
+
 def test_home_says_nothing_of_a_small_cache(env, monkeypatch, tmp_path):
     monkeypatch.setenv("TL_CACHE_DIR", str(tmp_path / "cache"))
     at = app()

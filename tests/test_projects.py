@@ -95,8 +95,8 @@ def test_round_trip_on_another_computer_gives_the_same_predictions(trained, tmp_
     assert [d for d, _t in calls] == sorted(d for d, _t in calls)
 
     manifest = read_manifest(out)
-    # format 1 while no set-aside pictures travel: an older Transfer Lab still opens it
-    assert manifest["format_version"] == 1 and manifest["transfer_lab_version"] == tl_core.__version__
+    # format 2: label_issues.json travels, and an older Transfer Lab would not re-point its paths
+    assert manifest["format_version"] == FORMAT_VERSION == 2 and manifest["transfer_lab_version"] == tl_core.__version__
     assert manifest["data"]["set_aside"] == 0 and manifest["data"]["fixes"] is False
     assert manifest["data"]["name"] == "photos" and manifest["data"]["images"] == 60
     assert [r["id"] for r in manifest["runs"]] == [run_dir.name] and manifest["choices"] is True
@@ -162,6 +162,7 @@ def test_train_val_layout_is_kept(tmp_path):
     assert all((opened.data_root / r.rel_path).read_bytes() == (data / r.rel_path).read_bytes() for r in before.records)
     assert not (opened.data_root / "notes.txt").exists()  # only pictures the scanner accepts
     assert opened.run_dirs == [] and opened.choices is None
+    assert read_manifest(out)["format_version"] == 1   # nothing of format 2 in it: older versions open it
 
 
 def test_set_aside_pictures_and_the_fix_log_travel_and_undo_still_works(data_only, tmp_path):
@@ -192,6 +193,53 @@ def test_set_aside_pictures_and_the_fix_log_travel_and_undo_still_works(data_onl
     assert fixes.list_fixes(root) == []
     # the original folder is untouched by all this
     assert (fixes.set_aside_dir(data) / "bag" / aside_pic.name).is_file()
+
+    # a picture may have been set aside because it should not be shared: it can stay home
+    private = tl_core.save_project(tmp_path / "without-them", data, set_aside=False)
+    assert read_manifest(private)["data"]["set_aside"] == 0
+    assert not [n for n in entries(private) if n.startswith("set-aside/")]
+    assert aside_bytes not in entries(private).values()
+
+
+@pytest.mark.parametrize("bad", [{"source": "/home/someone/.config/autostart/x.desktop"},
+                                 {"target": "../../elsewhere.png"},
+                                 {"action": "move", "created_folder": "/tmp/made"}])
+def test_a_fix_log_naming_places_outside_the_pictures_is_refused(bad, data_only, tmp_path):
+    """Undo follows the log: a changed project whose log names a place outside its pictures would let
+    one click move a file from, or to, anywhere on this computer. Refused before anything is unpacked."""
+    import hashlib
+
+    from tl_core.data import fixes
+
+    data = tmp_path / "pics"
+    fixes.set_aside(data, sorted((data / "bag").iterdir())[0])
+    out = tl_core.save_project(tmp_path / "with-log", data)
+    members = entries(out)
+    line = {**json.loads(members["fixes.jsonl"].splitlines()[0]), **bad}
+    log = (json.dumps(line) + "\n").encode()
+    manifest = json.loads(members[MANIFEST_FILE])
+    manifest["members"]["fixes.jsonl"] = {"size": len(log), "sha256": hashlib.sha256(log).hexdigest()}
+    hostile = rewrite(out, tmp_path / "hostile.tlproj",
+                      change={"fixes.jsonl": log, MANIFEST_FILE: json.dumps(manifest).encode()})
+    refused(hostile, tmp_path / "dest", "names a place outside its pictures")
+
+
+def test_a_fix_log_line_edited_to_point_elsewhere_is_ignored_at_home(tmp_path):
+    """The same rule where the log lives beside the data folder: such a line is neither listed nor undone."""
+    from tl_core.data import fixes
+
+    data = tmp_path / "pics"
+    write_fashion_mnist(data, per_class=3, classes=[1, 7])
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("the user's own file")
+    picture = sorted((data / "trouser").iterdir())[0]
+    fixes.fixes_log_path(data).write_text(json.dumps(
+        {"id": "x1", "action": "move", "source": str(elsewhere), "target": f"trouser/{picture.name}",
+         "from_category": "bag", "to_category": "trouser", "at": 1.0}) + "\n")
+    assert fixes.list_fixes(data) == []
+    with pytest.raises(fixes.FixError, match="no fix to undo"):
+        fixes.undo(data)
+    assert picture.is_file() and elsewhere.read_text() == "the user's own file"
 
 
 def test_a_file_naming_set_aside_members_elsewhere_is_refused(data_only, tmp_path):
@@ -357,6 +405,21 @@ def test_cli_project_save_and_open(trained, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["project", "save", str(tmp_path / "x")])  # --data is required
+
+
+def test_cli_says_set_aside_pictures_travel_and_can_leave_them_out(data_only, tmp_path, capsys):
+    from tl_core.data import fixes
+
+    data = tmp_path / "pics"
+    fixes.set_aside(data, sorted((data / "bag").iterdir())[0])
+    assert main(["project", "save", str(tmp_path / "with"), "--data", str(data), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "the 1 picture(s) you set aside" in printed and "--leave-out-set-aside" in printed
+    assert last_json(printed)["set_aside"] == 1
+    assert main(["project", "save", str(tmp_path / "without"), "--data", str(data), "--quiet",
+                 "--leave-out-set-aside"]) == 0
+    printed = capsys.readouterr().out
+    assert "set aside" not in printed.splitlines()[0] and last_json(printed)["set_aside"] == 0
 
 
 @pytest.mark.parametrize("name, folder", [("cats_and_dogs", "cats_and_dogs"), ("Photos 2024 (class 3B)", "Photos 2024 (class 3B)"),

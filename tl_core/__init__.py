@@ -218,11 +218,13 @@ def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
 
 
 def save_project(out: str | Path, data_root: str | Path, run_dirs: Iterable[str | Path] = (),
-                 choices: dict | None = None, *, progress=None) -> Path:
+                 choices: dict | None = None, *, progress=None, set_aside: bool = True) -> Path:
     """Save a whole project as one file: the pictures of ``data_root`` (in their own layout, train/ and
     val/ kept), the run folders ``run_dirs`` (each trained on ``data_root``) and the user's ``choices``
     (a plain dict), with a manifest holding the sha256 of every member. ``out`` gets ``.tlproj`` when it
     has no extension; an existing file is never replaced. ``progress(done, total)`` counts bytes.
+    The pictures set aside beside ``data_root`` and the log of fixes travel too (undo works on the other
+    computer); ``set_aside=False`` leaves those pictures out.
     :func:`tl_core.projects.runs_of_data` lists the runs of a data folder.
 
     >>> tl_core.save_project("pets.tlproj", "photos/", [result.run_dir])   # doctest: +SKIP
@@ -230,7 +232,7 @@ def save_project(out: str | Path, data_root: str | Path, run_dirs: Iterable[str 
     """
     from tl_core.projects import save_project as _save_project
 
-    return _save_project(out, data_root, run_dirs, choices, progress=progress)
+    return _save_project(out, data_root, run_dirs, choices, progress=progress, set_aside=set_aside)
 
 
 def open_project(path: str | Path, dest_dir: str | Path, *, progress=None) -> OpenedProject:

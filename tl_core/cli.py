@@ -327,17 +327,21 @@ def _cmd_project_save(args: argparse.Namespace) -> int:
         if others > 0:
             _say(f"{others} other run(s) in the runs folder were left out (trained on other pictures, or still "
                  "training).")
-    path = tl_core.save_project(args.out, args.data, run_dirs, progress=_progress_lines("Saving", args.quiet))
+    path = tl_core.save_project(args.out, args.data, run_dirs, progress=_progress_lines("Saving", args.quiet),
+                                set_aside=not args.leave_out_set_aside)
     manifest = read_manifest(path)
     data = manifest["data"]
     size = path.stat().st_size
     _say(f"Saved {data['images']} pictures ({len(data['classes'])} categories) and {len(manifest['runs'])} run(s) "
          f"to {path} ({size_text(size)}).")
+    if data.get("set_aside"):
+        _say(f"It also holds the {data['set_aside']} picture(s) you set aside, so undo works where it is opened "
+             "(--leave-out-set-aside saves without them).")
     for item in data.get("left_out") or []:
         _say(f"  left out {item['path']}: {item['reason']}")
     _print_json({"path": str(path), "data_root": os.path.abspath(args.data), "runs": [r["id"] for r in manifest["runs"]],
                  "images": data["images"], "bytes": size, "unpacked_bytes": manifest["total_bytes"],
-                 "left_out": data.get("left_out") or []})
+                 "left_out": data.get("left_out") or [], "set_aside": data.get("set_aside") or 0})
     return 0
 
 
@@ -438,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a run folder trained on DATA_DIR (repeat for more)")
     ps.add_argument("--all-runs", action="store_true", help="every run in --runs-dir trained on DATA_DIR")
     ps.add_argument("--runs-dir", default=None, help="where --all-runs looks (default: ./runs or $TL_RUNS_DIR)")
+    ps.add_argument("--leave-out-set-aside", action="store_true",
+                    help="do not save the pictures you set aside (saved by default, so undo works elsewhere)")
     ps.add_argument("--quiet", action="store_true", help="no progress lines")
     ps.set_defaults(func=_cmd_project_save)
     po = pjs.add_parser("open", help="unpack a .tlproj file into a new folder, ready to evaluate and predict")

@@ -17,15 +17,15 @@ from tl_core.errors import DataError
 from tl_core.projects import runs_of_data
 
 
-def project_bytes(state: UIState, runs_folder: str | Path | None = None) -> bytes:
+def project_bytes(state: UIState, runs_folder: str | Path | None = None, set_aside: bool = True) -> bytes:
     """The project of ``state`` (its data folder, the runs trained on it in ``runs_folder``, by default
-    the user's runs folder, its choices) as one file."""
+    the user's runs folder, its choices, the pictures set aside unless ``set_aside`` is False) as one file."""
     if not state.data_root or not Path(state.data_root).is_dir():
         raise DataError("Choose your pictures on the Data page first: a project is built around them.")
     runs = runs_of_data(state.data_root, runs_folder if runs_folder is not None else runs_dir())
     with tempfile.TemporaryDirectory(prefix="tl-project-") as tmp:
         path = tl_core.save_project(Path(tmp) / Path(state.data_root).name, state.data_root, runs,
-                                    choices=state.to_dict())
+                                    choices=state.to_dict(), set_aside=set_aside)
         return path.read_bytes()
 
 

@@ -249,11 +249,30 @@ def _write_lines(root: Path, lines: list[dict]) -> None:
         tmp.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines), encoding="utf-8")
 
 
+def plain_relative(text: object) -> bool:
+    """A place inside the data folder (or its set-aside folder) as the log writes it: relative, no ``..``,
+    nothing a file system reads differently. A log line naming anything else is ignored: the log may come
+    from a project file, and undo must never move a file from or to elsewhere on the computer."""
+    from tl_core.data.uploads import sanitize_relpath
+
+    rel = sanitize_relpath(text) if isinstance(text, str) else None
+    return rel is not None and rel.as_posix() == text
+
+
+def safe_line(line: dict) -> bool:
+    """A move or set-aside line whose places all stay inside the data folder (see :func:`plain_relative`)."""
+    if line.get("action") == UNDO:
+        return True
+    folder = line.get("created_folder")
+    return (plain_relative(line.get("source")) and plain_relative(line.get("target"))
+            and (folder in (None, "") or plain_relative(folder)))
+
+
 def _fixes_from(lines: list[dict]) -> list[Fix]:
     undone = {line.get("undoes") for line in lines if line["action"] == UNDO}
     fixes = []
     for line in lines:
-        if line["action"] == UNDO:
+        if line["action"] == UNDO or not safe_line(line):
             continue
         try:
             fixes.append(Fix(id=line["id"], action=line["action"], source=str(line["source"]),

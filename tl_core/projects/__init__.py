@@ -8,7 +8,8 @@ Opening treats the file like an uploaded zip (:mod:`tl_core.data.uploads` unpack
 every member's sha256 against the manifest before anything is moved into place.
 """
 from tl_core.projects.archive import (CHOICES_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, PROJECT_SUFFIX,
-                                      OpenedProject, open_project, read_manifest, runs_of_data, save_project)
+                                      OpenedProject, open_project, read_manifest, runs_of_data, save_project,
+                                      set_aside_pictures)
 
 __all__ = ["save_project", "open_project", "read_manifest", "runs_of_data", "OpenedProject", "FORMAT",
-           "FORMAT_VERSION", "PROJECT_SUFFIX", "MANIFEST_FILE", "CHOICES_FILE"]
+           "FORMAT_VERSION", "PROJECT_SUFFIX", "MANIFEST_FILE", "CHOICES_FILE", "set_aside_pictures"]

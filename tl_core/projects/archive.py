@@ -60,16 +60,16 @@ from tl_core.results.export import shareable_config
 from tl_core.runs import (ACTIVE_STATES, CONFIG_FILE, LABELS_FILE, METRICS_FILE, PREPROCESSING_FILE, STATUS_FILE,
                           SUMMARY_FILE, USER_FILE, WEIGHTS_FILE, RunFolder, default_runs_dir)
 from tl_core.results.evaluate import EVAL_PREFIX
-from tl_core.data.fixes import LOG_SUFFIX, SET_ASIDE_SUFFIX, fixes_log_path, set_aside_dir
+from tl_core.data.fixes import LOG_SUFFIX, SET_ASIDE_SUFFIX, fixes_log_path, safe_line, set_aside_dir
 from tl_core.data.scan import is_ignored_name
 from tl_core.results.mistakes import ISSUES_FILE
 from tl_core.results.novelty import NOVELTY_FILE, NOVELTY_TENSORS
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "PROJECT_SUFFIX", "MANIFEST_FILE", "CHOICES_FILE", "OpenedProject",
-           "save_project", "open_project", "read_manifest", "runs_of_data"]
+           "save_project", "open_project", "read_manifest", "runs_of_data", "set_aside_pictures"]
 
 FORMAT = "transfer-lab-project"
-FORMAT_VERSION = 2           # 2: set-aside pictures and the fix log may travel (written only when they do)
+FORMAT_VERSION = 2   # 2: set-aside pictures, the fix log, label_issues.json may travel (written only when they do)
 PROJECT_SUFFIX = ".tlproj"
 MANIFEST_FILE = "project.json"
 CHOICES_FILE = "choices.json"
@@ -132,7 +132,10 @@ class OpenedProject:
         return {"path": str(self.folder), "data_root": str(self.data_root),
                 "runs": [str(p) for p in self.run_dirs], "images": data.get("images"),
                 "classes": data.get("classes"), "bytes": self.manifest.get("total_bytes"),
-                "choices": self.choices is not None, "set_aside": data.get("set_aside") or 0}
+                "choices": self.choices is not None,
+                # counted from the checked list of files: the manifest's own number is only words
+                "set_aside": sum(isinstance(n, str) and n.startswith(f"{SET_ASIDE_DIR}/")
+                                 for n in self.manifest.get("members") or {})}
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -266,13 +269,24 @@ def _data_members(data_root: Path) -> tuple[list[_Member], dict, list[dict]]:
     return members, info, left_out
 
 
-def _fix_members(data_root: Path, left_out: list[dict]) -> list[_Member]:
-    """The set-aside pictures and the fix log beside the data folder: the user's own decisions, which
-    undo needs (a set-aside picture goes back from there)."""
+def set_aside_pictures(data_root: str | Path) -> list[Path]:
+    """The files waiting in the data folder's set-aside folder (what a project would carry)."""
+    aside = set_aside_dir(data_root)
+    found: list[Path] = []
+    for dirpath, dirs, files in os.walk(aside):   # nothing when there is none; links are not followed
+        dirs.sort()
+        found += [Path(dirpath, f) for f in sorted(files) if not is_ignored_name(f)
+                  and not Path(dirpath, f).is_symlink() and Path(dirpath, f).is_file()]
+    return found
+
+
+def _fix_members(data_root: Path, left_out: list[dict], set_aside: bool = True) -> list[_Member]:
+    """The set-aside pictures (unless left out) and the fix log beside the data folder: the user's own
+    decisions, which undo needs (a set-aside picture goes back from there)."""
     members: list[_Member] = []
     aside = set_aside_dir(data_root)
     seen: set[str] = set()
-    for dirpath, dirs, files in os.walk(aside):   # nothing when there is none; links are not followed
+    for dirpath, dirs, files in os.walk(aside) if set_aside else ():
         dirs.sort()
         for f in sorted(files):
             path = Path(dirpath, f)
@@ -436,7 +450,7 @@ def _write_member(zf: zipfile.ZipFile, member: _Member, tick: Callable[[int], No
 
 
 def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable[str | Path] = (),
-                 choices: dict | None = None, *, progress: ProgressFn | None = None) -> Path:
+                 choices: dict | None = None, *, progress: ProgressFn | None = None, set_aside: bool = True) -> Path:
     """Write the data folder's pictures, ``run_dirs`` and ``choices`` into one project file.
 
     ``out_path`` gets ``.tlproj`` when it has no extension; an existing folder receives
@@ -444,11 +458,13 @@ def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable
     run must have been trained on ``data_root`` and not be training now (:class:`RunError`). Pictures
     whose names cannot travel safely are left out and listed in the manifest's ``data.left_out``.
     ``progress(done, total)`` counts bytes. The file appears whole or not at all. Returns its path.
+    The pictures the user set aside travel too (undo works on the other computer) unless
+    ``set_aside`` is False: one may have been set aside because it should not be shared.
     """
     root = _abs(data_root)
     target = _target(out_path, root.name)
     data_members, data_info, left_out = _data_members(root)
-    fix_members = _fix_members(root, left_out)
+    fix_members = _fix_members(root, left_out, set_aside)
     data_info["set_aside"] = sum(m.name.startswith(f"{SET_ASIDE_DIR}/") for m in fix_members)
     data_info["fixes"] = any(m.name == FIXES_FILE for m in fix_members)
     forms = _root_forms(root)
@@ -475,6 +491,9 @@ def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable
         raise ExportError(f"The disk is full: the project needs about {size_text(total)} and only "
                           f"{size_text(free)} is free in '{target.parent}'. Free some space, or save it elsewhere.")
     data_info["original_roots"] = [TRAVEL_DATA]   # no local path travels (see TRAVEL_DATA)
+    # set-aside pictures and the fix log are not unpacked beside the pictures by format 1's readers, and
+    # they leave label_issues.json's paths pointing nowhere
+    needs_v2 = bool(fix_members) or any(ISSUES_FILE in r["files"] for r in runs)
     done = 0
 
     def tick(n: int) -> None:
@@ -492,8 +511,8 @@ def save_project(out_path: str | Path, data_root: str | Path, run_dirs: Iterable
                 for member in members:
                     listed[member.name] = _write_member(zf, member, tick)
                 manifest = {
-                    # an older Transfer Lab opens what it can read: format 1 unless decisions travel
-                    "format": FORMAT, "format_version": FORMAT_VERSION if fix_members else 1,
+                    # format 1 unless something travels that an older Transfer Lab would mishandle
+                    "format": FORMAT, "format_version": FORMAT_VERSION if needs_v2 else 1,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "transfer_lab_version": _version(), "data": data_info, "runs": runs,
                     "choices": choice is not None, "members": listed,
@@ -645,6 +664,24 @@ def _verify(stage: Path, manifest: dict, src: Path, tick: Callable[[int], None])
                 tick(len(chunk))
         if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
             raise _damaged(src, f"'{name}' is not the file that was saved (its checksum differs)")
+
+
+def _check_fix_log(path: Path, src: Path) -> None:
+    """A travelling fix log may only name places inside its pictures: undo follows it, and must never
+    move a file from or to anywhere else on this computer."""
+    if not path.is_file():
+        return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise _damaged(src, "its list of fixes cannot be read") from None
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue   # a damaged line is ignored when the log is read, as at home
+        if isinstance(item, dict) and not safe_line(item):
+            raise _damaged(src, "its list of fixes names a place outside its pictures")
 
 
 def _rebaser(pairs: list[tuple[str, Path]]) -> Callable[[Any], Any]:
@@ -813,6 +850,7 @@ def open_project(path: str | Path, dest_dir: str | Path, *, progress: ProgressFn
                 raise _refusal(src, report.skipped[0])
             done = total
             _verify(stage, manifest, src, tick)
+            _check_fix_log(stage / FIXES_FILE, src)
             data_name = _data_folder_name(manifest)
             if data_name != DATA_DIR and (stage / DATA_DIR).is_dir():
                 os.rename(stage / DATA_DIR, stage / data_name)

@@ -212,7 +212,7 @@ def cache_line() -> None:
     words.caption(f"Pictures and features kept to make the next training faster take **{size_text(usage.total)}** "
                   f"of disk{limit}. They are made again when needed; your pictures and models are not part of it.")
     if button.button("Free this space", key="home_clear_cache", icon=":material/cleaning_services:",
-                     help="Removes the kept pictures and features (not what a training uses right now). "
+                     help="Removes the kept pictures and features (not those used in the last minute). "
                           "The next training on the same pictures takes longer."):
         freed = cache_space.clear(cache_dir())
         st.toast(f"Freed {size_text(freed.freed)}.", icon=":material/cleaning_services:")

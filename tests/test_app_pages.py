@@ -141,7 +141,7 @@ def test_home_says_what_the_cache_takes_and_frees_it(env, monkeypatch, tmp_path)
     cache = tmp_path / "cache"
     monkeypatch.setenv("TL_CACHE_DIR", str(cache))
     (cache / "decoded").mkdir(parents=True)
-    old = cache / "decoded" / "abc.u8"
+    old = cache / "decoded" / f"{'a' * 32}.u8"   # named as the app names its files
     with open(old, "wb") as fh:
         fh.truncate(1024**3)
     t = time.time() - 3600

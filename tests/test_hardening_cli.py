@@ -248,6 +248,13 @@ def test_the_library_refuses_a_top_k_below_one_as_the_cli_does(k, sample_run):
         tl_core.predict(sample_run, [sorted((sample_dir() / "bag").iterdir())[0]], top_k=k)
 
 
+def test_the_library_takes_any_whole_number_for_top_k(sample_run):
+    import numpy as np
+
+    (answer,) = tl_core.predict(sample_run, [sorted((sample_dir() / "bag").iterdir())[0]], top_k=np.int64(2))
+    assert len(answer["top"]) == 2
+
+
 def test_export_to_a_place_that_cannot_be_written_is_a_plain_error(sample_run, tmp_path, capsys):
     """Item 8: an export to a place that cannot be written failed only after the work, blaming the
     format ("The ONNX export failed ... The bundle and TorchScript exports still work")."""

@@ -38,6 +38,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
+import operator
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -138,8 +139,13 @@ def predict(run_dir: str | Path, images: Sequence[str | Path | Image.Image], *, 
     """
     from tl_core.results.inference import load_run_model
 
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    try:
+        k = operator.index(top_k)   # any whole number (numpy's too), never 2.5 or "3"
+    except TypeError:
+        k = None
+    if isinstance(top_k, bool) or k is None or k < 1:
         raise ConfigError(f"top_k must be a whole number of at least 1 (how many categories to list), got {top_k!r}.")
+    top_k = k
     loaded = load_run_model(run_dir)
     return _predictions(loaded, images, top_k)
 

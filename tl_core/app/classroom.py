@@ -47,6 +47,7 @@ CLASS_CODE_LENGTH = 6
 TEACHER_CODE_LENGTH = 8
 NAME_MAX_CHARS = 40
 TEACHER_PROOFS_KEPT = 8   # tabs (or reloads) that keep the teacher view open at once
+_admission_lock = threading.Lock()   # admission.json is read, changed and written whole
 # Wrong codes allowed per browser session per minute before it has to wait (a script guessing codes).
 WRONG_CODES_PER_MINUTE = 8
 
@@ -172,14 +173,16 @@ def admit(token: str, typed_code: object, name: object = "") -> dict:
             raise ClassroomError("This classroom server has no class code set. Start it with `make classroom`.")
         raise ClassroomError("That is not the class code. Type the code your teacher shows (letters and digits; "
                              "capitals or not does not matter).")
-    previous = admission(token) or {}
-    record = {**previous, "admitted_at": previous.get("admitted_at") or time.time(),
-              "name": clean_name(name) or previous.get("name", ""), "teacher": bool(teacher or previous.get("teacher"))}
-    proof = None
-    if teacher:
-        record, proof = _with_teacher_proof(record)
-    root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(root / ADMISSION_FILE, record)
+    with _admission_lock:   # two tabs of one session at once: neither's proof is lost
+        previous = admission(token) or {}
+        record = {**previous, "admitted_at": previous.get("admitted_at") or time.time(),
+                  "name": clean_name(name) or previous.get("name", ""),
+                  "teacher": bool(teacher or previous.get("teacher"))}
+        proof = None
+        if teacher:
+            record, proof = _with_teacher_proof(record)
+        root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(root / ADMISSION_FILE, record)
     return {**record, "teacher_proof": proof} if proof else record
 
 
@@ -192,16 +195,18 @@ def become_teacher(token: str, typed_code: object) -> str:
     if not _matches(typed_code, teacher_code()):
         _count_wrong(token)
         raise ClassroomError("That is not the teacher code. It is printed where `make classroom` was started.")
-    record, proof = _with_teacher_proof(admission(token) or {})
-    write_json_atomic(session_root(token) / ADMISSION_FILE, record)
+    with _admission_lock:
+        record, proof = _with_teacher_proof(admission(token) or {})
+        write_json_atomic(session_root(token) / ADMISSION_FILE, record)
     return proof
 
 
 def set_name(token: str, name: object) -> None:
-    record = admission(token)
-    if record is None:
-        raise ClassroomError("Enter the class code first.")
-    write_json_atomic(session_root(token) / ADMISSION_FILE, {**record, "name": clean_name(name)})
+    with _admission_lock:
+        record = admission(token)
+        if record is None:
+            raise ClassroomError("Enter the class code first.")
+        write_json_atomic(session_root(token) / ADMISSION_FILE, {**record, "name": clean_name(name)})
 
 
 # -- the students, for the teacher ---------------------------------------------------------------

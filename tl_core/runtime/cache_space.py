@@ -7,14 +7,19 @@ checks, and download bundles prepared ahead. Without a limit the folder only gre
 five data sets at three sizes fills a laptop's disk with copies nobody will read again. Converted
 weights and the timing records are small and not touched.
 
-"Used" is the file's modification time: a cache hit touches it (:func:`mark_used`), because access
+Only files with the names Transfer Lab gives them are counted or removed (a ``train.cache_dir`` may
+point at a folder that holds other things). "Used" is the file's modification time: a cache hit touches it (:func:`mark_used`), because access
 times are not kept on most disks. What was used in the last :data:`RECENT_S` seconds is never removed,
 so a training that is reading a file right now keeps it (on Linux a removed file that is memory-mapped
 stays readable anyway; elsewhere the removal fails and the file stays).
 """
 from __future__ import annotations
 
+import math
 import os
+import re
+import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +37,18 @@ KINDS: dict[str, str] = {
     "picture-features": "picture features for data checks",
     "bundles": "prepared downloads",
 }
+
+
+# the names Transfer Lab writes there: 32 hex digits (the cache keys), a run's bundle "<run>-<16 hex>.zip"
+_KEY = r"[0-9a-f]{32}"
+OWN_NAMES: dict[str, re.Pattern] = {
+    "decoded": re.compile(rf"{_KEY}\.(u8|json)"),
+    "features": re.compile(rf"{_KEY}\.safetensors"),
+    "picture-features": re.compile(rf"{_KEY}\.safetensors"),
+    "bundles": re.compile(r"[\w.-]+-[0-9a-f]{16}\.zip"),
+}
+_TEMP = re.compile(r"\.(?P<name>.+)\.[^.]+\.tmp")        # files.atomic_path's ".<name>.<random>.tmp"
+_BUNDLE_WORK = re.compile(r"tl-bundle-[\w-]+")              # aftercare's folder while a bundle is made
 
 
 @dataclass
@@ -73,17 +90,19 @@ class TrimResult:
 
 def limit_bytes() -> int | None:
     """The limit from ``$TL_CACHE_LIMIT_GB`` (default 10 GB); 0 or "none" means no limit. A value that is
-    not a number is ignored (the default applies): a typo must not stop a training."""
+    not a positive number is ignored (the default applies): a typo must not stop a training."""
     raw = os.environ.get(LIMIT_ENV, "").strip().lower()
-    if raw in ("none", "off", "0", "unlimited"):
+    if raw in ("none", "off", "unlimited"):
         return None
     try:
         gb = float(raw) if raw else DEFAULT_LIMIT_GB
     except ValueError:
         gb = DEFAULT_LIMIT_GB
-    if not gb > 0:
+    if gb == 0:
+        return None
+    if not (math.isfinite(gb) and gb > 0):
         gb = DEFAULT_LIMIT_GB
-    return int(gb * 1024**3)
+    return int(min(gb, 1e9) * 1024**3)
 
 
 def mark_used(*paths: str | Path) -> None:
@@ -99,7 +118,7 @@ def entries(root: str | Path) -> list[CacheEntry]:
     """What the trimmable parts of the cache hold, oldest use first."""
     found: list[CacheEntry] = []
     now = time.time()
-    for kind in KINDS:
+    for kind, own in OWN_NAMES.items():
         folder = Path(root) / kind
         groups: dict[str, list[tuple[Path, os.stat_result]]] = {}
         try:
@@ -108,22 +127,43 @@ def entries(root: str | Path) -> list[CacheEntry]:
             continue
         for item in listing:
             try:
+                if item.is_dir(follow_symlinks=False):
+                    if kind == "bundles" and _BUNDLE_WORK.fullmatch(item.name):
+                        stale = _stale_folder(Path(item.path), now)
+                        if stale is not None:
+                            found.append(stale)
+                    continue
                 if not item.is_file(follow_symlinks=False):
                     continue
                 st = item.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if item.name.startswith(".") and item.name.endswith(".tmp"):
+            temp = _TEMP.fullmatch(item.name)
+            if temp is not None and own.fullmatch(temp.group("name")):
                 if now - st.st_mtime < STALE_TEMP_S:   # being written right now
                     continue
                 stem = item.name                        # left by a crash: its own entry, old by definition
+            elif own.fullmatch(item.name):
+                stem = item.name.rsplit(".", 1)[0]     # key.u8 and key.json are one entry
             else:
-                stem = item.name.rsplit(".", 1)[0]   # key.u8 and key.json are one entry
+                continue                                # not a name this app writes: never touched
             groups.setdefault(stem, []).append((Path(item.path), st))
         for files in groups.values():
             found.append(CacheEntry(kind, sorted(p for p, _ in files), sum(st.st_size for _, st in files),
                                     max(st.st_mtime for _, st in files)))
     return sorted(found, key=lambda e: e.last_used)
+
+
+def _stale_folder(folder: Path, now: float) -> CacheEntry | None:
+    """A bundle's work folder that a crash left (older than a day), as one entry; None otherwise."""
+    try:
+        stats = [p.lstat() for p in folder.rglob("*")] + [folder.lstat()]
+    except OSError:
+        return None
+    newest = max(st.st_mtime for st in stats)
+    if now - newest < STALE_TEMP_S:
+        return None
+    return CacheEntry("bundles", [folder], sum(st.st_size for st in stats if stat.S_ISREG(st.st_mode)), newest)
 
 
 def usage(root: str | Path) -> CacheUsage:
@@ -182,7 +222,10 @@ def _remove(e: CacheEntry) -> bool:
     # the description first: decoded pictures without their description are a miss, never a wrong hit
     for f in sorted(e.files, key=lambda p: p.suffix != ".json"):
         try:
-            f.unlink(missing_ok=True)
+            if f.is_dir() and not f.is_symlink():
+                shutil.rmtree(f)
+            else:
+                f.unlink(missing_ok=True)
         except OSError:
             return False
     return True

@@ -342,3 +342,21 @@ def test_the_launchers_sigterm_during_failure_handling_still_fails_the_run(tmp_p
     assert result.status == "failed" and "One of the 2 training processes stopped" in result.message, result
     status = json.loads((run.path / "status.json").read_text())
     assert status["state"] == "failed" and status["message"] == result.message
+
+
+@needs_pets
+def test_none_of_these_is_calibrated_on_every_process_share(tmp_path):
+    """With layers training on decoded pictures each process holds only its dealt half of them, training and
+    validation alike. The "none of these" calibration at the end gathers every share, so it is made on all
+    40 validation pictures and all 40 training pictures as references (rank 0 alone held 20 of each)."""
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "tl_core",
+           "train", str(PETS), "--weights", "offline", "--image-size", "96", "--val-fraction", "0.5",
+           "--freeze", "last:1", "--epochs", "1", "--no-feature-cache", "--augment", "none", "--quiet",
+           "--runs-dir", str(runs)]
+    proc = subprocess.run(cmd, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = _only_run(runs)
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+    novelty = json.loads((run / "novelty.json").read_text())
+    assert novelty["calibration"]["validation_pictures"] == 40 and novelty["references"] == 40

@@ -36,7 +36,9 @@ class NoveltyCalibration(Callback):
             return
         try:
             with torch.no_grad():
-                novelty = calibrate(calibration_data(state))
+                # several processes that each held a share of the pictures gathered theirs (Trainer._finish)
+                data = getattr(state, "calibration", None) or calibration_data(state)
+                novelty = calibrate(data)
             save_novelty(self.run.path, novelty, weights_fingerprint(state.model.state_dict()))
         except Exception as err:  # noqa: BLE001 - prepared later from the pictures; the run itself is fine
             log.info("'none of these' not calibrated at the end of training (%s: %s); it will be prepared "
@@ -53,6 +55,21 @@ def calibration_data(state) -> CalibrationData:
     val_f, val_logits = _features(state, state.val_x, val_idx)
     return CalibrationData(train_f, state.train_y[train_idx].cpu(), val_f, val_logits, state.val_y[val_idx].cpu(),
                            frozen_space(state.plan.to_dict(), None))
+
+
+def gathered_calibration_data(state, dist) -> CalibrationData:
+    """:func:`calibration_data` over every process's share of the pictures, in every process. Under
+    data-parallel full fine-tuning each process decoded only its share of the training and validation
+    pictures, so rank 0 alone would calibrate "none of these" on 1/N of them. Every process must call
+    this (it gathers); the references are picked again from the gathered candidates."""
+    mine = calibration_data(state)
+    train_f, train_y = dist.gather_rows(mine.train_features), dist.gather_rows(mine.train_labels)
+    keep = pick_references(train_y, MAX_REFERENCES)
+    val_f, val_logits = dist.gather_rows(mine.val_features), dist.gather_rows(mine.val_logits)
+    val_y = dist.gather_rows(mine.val_labels)
+    keep_val = pick_references(val_y, MAX_CALIBRATION)
+    return CalibrationData(train_f[keep], train_y[keep], val_f[keep_val], val_logits[keep_val], val_y[keep_val],
+                           mine.frozen_space)
 
 
 def _features(state, inputs: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,6 +37,7 @@ from tl_core.models.freezing import set_train_mode
 from tl_core.runs import RunFolder, default_runs_dir, new_run_id
 from tl_core.runtime.allocator import training_allocator
 from tl_core.training import distributed
+from tl_core.training.calibration import gathered_calibration_data
 from tl_core.training.callbacks import BestEpoch, Callback, CallbackList, default_callbacks
 from tl_core.training.prepare import (Batches, Prepared, feature_batch, fit_start_info, load_inputs, make_batches,
                                      prepare_model, run_summary)
@@ -280,6 +281,13 @@ class Trainer:
                 per_class = self._per_class_accuracy() if together else None
             except Exception:  # reporting must never turn a finished run into a failed one
                 per_class = None
+            if together and self.dist.active and self.state.sharded:
+                # each process holds only its share of the decoded pictures: "none of these" is calibrated
+                # on all of them (frozen-layer features are held whole by every process already)
+                try:
+                    self.state.calibration = gathered_calibration_data(self.state, self.dist)
+                except Exception:  # noqa: BLE001 - rank 0 then calibrates on its own share
+                    self.state.calibration = None
         last = self.history[-1] if self.history else {}
         result = FitResult(status=status, message=message, run_dir=str(self.run.path) if self.run else None,
                            best_epoch=self.best.epoch,

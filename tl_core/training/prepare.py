@@ -98,6 +98,8 @@ class Prepared:
     val_total: int = 0
     val_index: torch.Tensor | None = None
     ddp: nn.Module | None = None
+    # "none of these" calibration data gathered from every process's share at the end (sharded inputs only)
+    calibration: Any = None
     # decoded pictures read from memory-mapped cache files (tl_core.training.decoded): the loop reports
     # the bytes it reads so that the pages are handed back; empty when the pictures are in memory
     pages: PageRelease = field(default_factory=PageRelease)

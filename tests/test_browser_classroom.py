@@ -5,7 +5,8 @@ launcher, with the class and teacher codes in the environment), at 1024x768:
 - two students (two browser contexts) enter the code with their names and train on the bundled sample:
   the second training waits in line (its place and start time shown) and starts by itself after the
   first; neither student's pages name the other's run, even with the other's run id;
-- the teacher (the teacher code at the door) sees both students with their runs and shows one.
+- the teacher (the teacher code at the door) sees both students with their runs and shows one; the
+  teacher page's address alone (copied off the projector, or after a reload) asks for the code again.
 
 Screenshots go to ``test-artifacts/classroom_*.png``: look at them.
 """
@@ -47,10 +48,11 @@ def dirs(tmp_path_factory) -> dict:
             shutil.copy(picture, pictures / category.name / picture.name)
     # the students' choices, as if each had picked those pictures (their sessions are not admitted:
     # nothing of them is reachable before the code). Ben: one quick epoch of the classifier. Ada, who
-    # starts first, fine-tunes everything for a few epochs: her run must still be training when Ben's
-    # click arrives, however slow his page is on a busy machine (1 quick epoch once ended first, and
-    # Ben's run then rightly started at once instead of waiting)
-    for token, choices in ((ADA, {"train": {"epochs": 2}, "freeze": {"preset": "none"}}),
+    # starts first, fine-tunes everything for as many epochs as the class allows and stops once Ben is
+    # seen waiting: her run must still be training when Ben's page shows his place, however slow that
+    # page is on a busy machine (a run of a few seconds, or of 2 epochs, sometimes ended first, and
+    # Ben's then rightly started at once instead of waiting)
+    for token, choices in ((ADA, {"train": {"epochs": 30}, "freeze": {"preset": "none"}}),
                            (BEN, {"train": {"epochs": 1}})):
         folder = found["workspace"] / "sessions" / token
         folder.mkdir(parents=True, exist_ok=True)
@@ -158,13 +160,18 @@ def test_classroom_in_the_browser_code_isolation_queue_and_teacher(dirs, server)
             cut = ben.evaluate(CUT_OFF_JS)
             assert not cut, f"cut off at 1024x768: {cut}"
             (ada_run,), (ben_run,) = _runs(dirs, ADA), _runs(dirs, BEN)
-            assert _status(ben_run)["state"] == "queued"
+            assert _status(ben_run)["state"] == "queued" and _status(ada_run)["state"] == "running"
 
-            # -- Ada's run ends, Ben's starts by itself and ends
+            # -- Ada stops hers once an epoch is done (its weights are kept), Ben's starts by itself and ends
+            deadline = time.time() + 180
+            while (_status(ada_run).get("epoch") or 0) < 1 and time.time() < deadline:
+                time.sleep(0.5)
+            assert (_status(ada_run).get("epoch") or 0) >= 1, _status(ada_run)
+            ada.get_by_role("button", name="Stop").click()
             ben.goto(f"{url}/Train?session={BEN}")
             expect(ben.get_by_text("Training finished", exact=False).first).to_be_visible(timeout=300_000)
             a, b = _status(ada_run), _status(ben_run)
-            assert a["state"] == b["state"] == "finished"
+            assert a["state"] == "stopped" and b["state"] == "finished", (a, b)
             assert a["finished_at"] <= b["started_at"], (a, b)   # one at a time, in order
 
             step("trained")
@@ -180,9 +187,9 @@ def test_classroom_in_the_browser_code_isolation_queue_and_teacher(dirs, server)
             ada.goto(f"{url}/Train?session={ADA}&run={ben_run.name}")
             wait_idle(ada)
             assert ben_run.name not in ada.locator('[data-testid="stMain"]').inner_text()
-            ada.wait_for_function(f"() => ({TABLE_CELLS_JS})().includes('finished')", timeout=30_000)
+            ada.wait_for_function(f"() => ({TABLE_CELLS_JS})().includes('stopped')", timeout=30_000)
             cells = ada.evaluate(TABLE_CELLS_JS)   # All runs: her one run
-            assert cells.count("finished") == 1, cells
+            assert cells.count("stopped") == 1 and "finished" not in cells, cells
             step("isolation")
             # -- the teacher: the teacher code at the door of the Teacher page's address
             teacher.goto(f"{url}/Teacher?session={TEACHER_SESSION}")
@@ -203,6 +210,17 @@ def test_classroom_in_the_browser_code_isolation_queue_and_teacher(dirs, server)
             cut = teacher.evaluate(CUT_OFF_JS)
             shot(teacher, "classroom_1024_teacher_projector")
             assert not cut, f"cut off at 1024x768: {cut}"
+            # the address alone (it shows on the projector) does not open the teacher view: Ada, who copied
+            # it, is asked for the teacher code, and so is the teacher after a reload
+            ada.goto(f"{url}/Teacher?session={TEACHER_SESSION}")
+            expect(ada.get_by_label("Teacher code")).to_be_visible(timeout=60_000)
+            expect(ada.get_by_role("heading", name="Students (2)")).to_have_count(0)
+            teacher.reload()
+            expect(teacher.get_by_label("Teacher code")).to_be_visible(timeout=60_000)
+            teacher.get_by_label("Teacher code").fill(TEACHER)
+            teacher.get_by_role("button", name="Open the teacher view").click()
+            expect(teacher.get_by_role("heading", name="Students (2)")).to_be_visible(timeout=60_000)
+            step("teacher view needs the code in each tab")
         except Exception:
             for name, page in pages.items():
                 shot(page, f"classroom_failure_{name}")

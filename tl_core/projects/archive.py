@@ -286,20 +286,15 @@ def _fix_members(data_root: Path, left_out: list[dict], set_aside: bool = True) 
     members: list[_Member] = []
     aside = set_aside_dir(data_root)
     seen: set[str] = set()
-    for dirpath, dirs, files in os.walk(aside) if set_aside else ():
-        dirs.sort()
-        for f in sorted(files):
-            path = Path(dirpath, f)
-            if is_ignored_name(f) or path.is_symlink() or not path.is_file():
-                continue
-            rel = path.relative_to(aside).as_posix()
-            name = f"{SET_ASIDE_DIR}/{rel}"
-            safe = unpacked_name(name)
-            if safe is None or safe.as_posix() != name or name_key(safe) in seen:
-                left_out.append({"path": f"{aside.name}/{rel}", "reason": UNSAFE_NAME})
-                continue
-            seen.add(name_key(safe))
-            members.append(_Member(name, source=path))
+    for path in set_aside_pictures(data_root) if set_aside else ():
+        rel = path.relative_to(aside).as_posix()
+        name = f"{SET_ASIDE_DIR}/{rel}"
+        safe = unpacked_name(name)
+        if safe is None or safe.as_posix() != name or name_key(safe) in seen:
+            left_out.append({"path": f"{aside.name}/{rel}", "reason": UNSAFE_NAME})
+            continue
+        seen.add(name_key(safe))
+        members.append(_Member(name, source=path))
     log = fixes_log_path(data_root)
     if log.is_file():
         members.append(_Member(FIXES_FILE, source=log))

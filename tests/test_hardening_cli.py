@@ -64,22 +64,6 @@ def tl_process(*args: object, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tl_core", *map(str, args)], env=env, text=True, **popen)
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 64 KiB filesystem (tmpfs), unmounted afterwards; skipped where mounting is not allowed."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small filesystem needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 def fill(disk: Path) -> None:
     """Fill ``disk`` to the last byte."""
     with open(disk / "filler", "wb", buffering=0) as fh:

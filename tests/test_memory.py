@@ -13,7 +13,6 @@ import errno
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -242,22 +241,6 @@ def test_a_decoded_cache_that_cannot_be_written_falls_back_to_memory(tmp_path, m
     assert "decoded pictures could not be kept on disk" in warnings_of(result.run_dir)["cache_not_saved"]
     assert look.seen["pages"].maps == [] and look.seen["train_file"] is None
     assert [p for p in (cache / "decoded").iterdir()] == []
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 64 KiB filesystem (tmpfs), unmounted afterwards; skipped where mounting is not allowed."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small filesystem needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_a_full_decoded_cache_disk_falls_back_to_memory(tiny_disk, tmp_path):

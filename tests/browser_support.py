@@ -140,10 +140,17 @@ def streamlit_server(dirs: dict, like_make_run: bool = False):
     log_path = dirs["tmp"] / f"streamlit-{port}.log"
     flags = [] if like_make_run else ["--server.headless", "true", "--browser.gatherUsageStats", "false",
                                       "--server.fileWatcherType", "none"]
+    with served([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+                 "--server.port", str(port), *flags], env, port, log_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def served(cmd: list[str], env: dict, port: int, log_path: Path, stop_timeout: float = 15):
+    """``cmd`` (a server on ``port``) started from the repository, its output in ``log_path``, until it
+    answers; ended (killed when it does not stop within ``stop_timeout`` seconds) when the block ends."""
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-                                 "--server.port", str(port), *flags],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(url, proc)
@@ -151,7 +158,7 @@ def streamlit_server(dirs: dict, like_make_run: bool = False):
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from browser_support import (CHROMIUM, CUT_OFF_JS, ROOT, browser_dirs, free_port, nav, shot, wait_healthy,
+from browser_support import (CHROMIUM, CUT_OFF_JS, browser_dirs, free_port, nav, served, shot,
                              wait_idle)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -67,21 +66,10 @@ def server(dirs):
                TL_CACHE_DIR=str(dirs["cache"]), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
                TL_CLASSROOM_CODE=CODE, TL_TEACHER_CODE=TEACHER)
     port = free_port()
-    log_path = dirs["tmp"] / "classroom.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tl_core.app.classroom", "--host", "127.0.0.1", "--port",
-                                 str(port), "--allowed-hosts", "localhost 127.0.0.1"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, proc)
-            yield {"url": url, "log": log_path}
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with served([sys.executable, "-m", "tl_core.app.classroom", "--host", "127.0.0.1", "--port", str(port),
+                 "--allowed-hosts", "localhost 127.0.0.1"], env, port, dirs["tmp"] / "classroom.log",
+                stop_timeout=30) as started:
+        yield started
 
 
 def _enter(page, url: str, token: str, code: str, name: str = "") -> None:
@@ -114,7 +102,7 @@ def test_classroom_in_the_browser_code_isolation_queue_and_teacher(dirs, server)
 
     url = server["url"]
     banner = Path(server["log"]).read_text()
-    assert f"Class code:      {CODE}" in banner and f"http://127.0.0.1:" in banner and TEACHER in banner
+    assert f"Class code:      {CODE}" in banner and "http://127.0.0.1:" in banner and TEACHER in banner
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,

@@ -163,6 +163,15 @@ def served(cmd: list[str], env: dict, port: int, log_path: Path, stop_timeout: f
                 proc.kill()
 
 
+def requests_leaving(page, url: str) -> list[str]:
+    """A list that fills with every request ``page`` makes anywhere but ``url`` (the app's own server)
+    and the browser's own data:, blob: and about: addresses: it must stay empty."""
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url)
+            and not r.url.startswith(("data:", "blob:", "about:")) else None)
+    return outside
+
+
 def nav(page, label: str) -> None:
     page.locator('[data-testid="stSidebarNav"] a', has_text=label).first.click()
 

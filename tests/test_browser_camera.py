@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, CUT_OFF_JS, browser_dirs, nav, shot, streamlit_server, wait_idle
+from browser_support import (CHROMIUM, CUT_OFF_JS, browser_dirs, nav, requests_leaving, shot, streamlit_server,
+                             wait_idle)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -95,7 +96,6 @@ def _choose(page, label: str, option: str) -> None:
 def test_camera_pictures_train_and_live_predictions(dirs):
     from playwright.sync_api import expect, sync_playwright
 
-    outside: list[str] = []
     camera_dir = dirs["workspace"] / "sessions" / SESSION / "camera"
     t0 = time.time()
     with streamlit_server(dirs) as srv, sync_playwright() as p:
@@ -105,8 +105,7 @@ def test_camera_pictures_train_and_live_predictions(dirs):
         context.add_init_script(RECORD_RTC)
         page = context.new_page()
         page.set_default_timeout(60_000)
-        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(srv["url"])
-                and not r.url.startswith(("data:", "blob:", "about:")) else None)
+        outside = requests_leaving(page, srv["url"])
         try:
             page.goto(f"{srv['url']}/?session={SESSION}")
             expect(page.get_by_role("heading", name="Transfer Lab", exact=True).first).to_be_visible(timeout=90_000)

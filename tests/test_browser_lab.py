@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, CUT_OFF_JS, browser_dirs, nav, shot, streamlit_server, wait_idle
+from browser_support import (CHROMIUM, CUT_OFF_JS, browser_dirs, nav, requests_leaving, shot, streamlit_server,
+                             wait_idle)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1200)]
 
@@ -44,14 +45,12 @@ def _number(page, label: str, value: int) -> None:
 def test_lab_data_size_in_the_browser_at_1024_and_in_presentation_mode(dirs):
     from playwright.sync_api import expect, sync_playwright
 
-    outside: list[str] = []
     with streamlit_server(dirs) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1024, "height": 768})
         page.set_default_timeout(60_000)
-        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(srv["url"])
-                and not r.url.startswith(("data:", "blob:", "about:")) else None)
+        outside = requests_leaving(page, srv["url"])
         try:
             page.goto(f"{srv['url']}/?session={SESSION}")
             expect(page.get_by_role("heading", name="Transfer Lab", exact=True).first).to_be_visible(timeout=90_000)
